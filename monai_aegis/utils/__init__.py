@@ -1,0 +1,14 @@
+from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, safe_torch_load
+from .validation import check_image_batch, check_labels, check_positive, check_value_range
+
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_image_batch",
+    "check_labels",
+    "check_positive",
+    "check_value_range",
+    "safe_torch_load",
+]

@@ -1,0 +1,73 @@
+"""Atomic file writing and safe loading: results and checkpoints are never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "safe_torch_load"]
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
+    """Call ``writer(tmp_path)`` on a temporary file beside ``path``, then atomically rename it to ``path``.
+
+    The temporary file lives in the destination folder (same file system), so ``os.replace`` is atomic: a
+    reader sees either the previous complete file or the new complete file, never a partial one. On error
+    the temporary file is removed and the destination is left untouched.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return dest
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Atomically write ``text`` to ``path``."""
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", encoding=encoding) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, _write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Atomically write ``obj`` as JSON (NaN/Inf are rejected so the file stays valid JSON)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """Atomically ``torch.save`` ``obj`` to ``path``."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Mapping[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code execution).
+
+    Raises:
+        FileNotFoundError: naming the missing checkpoint.
+        ValueError: when the file is not a readable weights-only checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: '{p}'.")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, unsafe globals
+        raise ValueError(f"could not load checkpoint '{p}' with weights_only=True: {e}") from e
