@@ -1,0 +1,168 @@
+"""Adversarial training of the Shield (Medical Aegis, Eq. 3 and Eq. 4) on a MONAI ``SupervisedTrainer``.
+
+The trainer's ``network`` is a :class:`ShieldScorer` (images -> per-class clean logits through the Cushion and the
+frozen classifier) and its ``iteration_update`` is :class:`AdversarialShieldUpdate`, which, following the MONAI
+precedent of ``monai.apps.deepedit.interaction.Interaction``, crafts the adversarial negatives with the model in
+the loop and then hands the enlarged batch to the trainer's standard ``_iteration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from monai.utils import convert_to_tensor
+from torch import nn
+
+from ..networks.nets.aegis import AegisWrapper
+from ..networks.nets.shield import Shield
+from ..utils.validation import check_labels
+
+__all__ = ["AdversarialShieldUpdate", "ShieldLoss", "ShieldScorer", "freeze", "sample_other_classes"]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Freeze ``module``: no parameter requires grad and it stays in eval mode (BatchNorm statistics fixed)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def sample_other_classes(y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each label draw a different class uniformly at random (the target of the Shield's negatives)."""
+    if num_classes < 2:
+        raise ValueError(f"adversarial Shield training needs at least 2 classes, got {num_classes}.")
+    offset = torch.randint(1, num_classes, y.shape, generator=generator, device="cpu").to(y.device)
+    return (y + offset) % num_classes
+
+
+class ShieldScorer(nn.Module):
+    """Images -> ``(B, Y)`` Shield clean logits of ``S_y[f(C(x))]``, through the wrapper's Cushion and frozen
+    classifier. Switching it to train mode trains only the Shield: the classifier always stays in eval mode.
+
+    Args:
+        wrapper: the :class:`AegisWrapper` holding classifier, Shield, hooked layers and Cushion (Aegis mode when
+            the wrapper has a Cushion: features are ``f(C(x))``).
+    """
+
+    def __init__(self, wrapper: AegisWrapper) -> None:
+        super().__init__()
+        if wrapper.shield is None:
+            raise ValueError("ShieldScorer needs an AegisWrapper with a Shield.")
+        self.wrapper = wrapper
+
+    @property
+    def shield(self) -> Shield:
+        assert self.wrapper.shield is not None
+        return self.wrapper.shield
+
+    def train(self, mode: bool = True) -> ShieldScorer:
+        self.training = mode
+        self.shield.train(mode)
+        self.wrapper.classifier.eval()
+        if self.wrapper.cushion is not None:
+            self.wrapper.cushion.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, feats = self.wrapper.forward_features(x)
+        return self.shield(feats)
+
+
+class ShieldLoss(nn.Module):
+    """Binary cross-entropy form of the paper's Eq. 3.
+
+    ``L = -[ mean_pos log sigma(S_y(x)) + mean_neg log(1 - sigma(S_t(x_adv))) ]``: clean images of class ``y`` are
+    positives of ``S_y``; adversarial images aimed at class ``t`` are negatives of ``S_t``. Positives and negatives
+    are averaged separately so that their balance does not depend on the batch composition.
+
+    Shape:
+        - pred: ``(N, Y)`` Shield logits.
+        - target: ``(N, 2)`` integer ``[class, is_clean]`` per sample.
+        - output: scalar.
+    """
+
+    def __init__(self, pos_weight: float = 1.0) -> None:
+        super().__init__()
+        self.pos_weight = float(pos_weight)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if pred.ndim != 2 or target.ndim != 2 or target.shape != (pred.shape[0], 2):
+            raise ValueError(f"ShieldLoss expects pred (N, Y) and target (N, 2), got {tuple(pred.shape)}, {tuple(target.shape)}.")
+        logit = Shield.select(pred, target[:, 0])
+        clean = target[:, 1].to(logit.dtype)
+        bce = nn.functional.binary_cross_entropy_with_logits(logit, clean, reduction="none")
+        pos, neg = clean > 0.5, clean <= 0.5
+        loss = logit.new_zeros(())
+        if pos.any():
+            loss = loss + self.pos_weight * bce[pos].mean()
+        if neg.any():
+            loss = loss + bce[neg].mean()
+        return loss
+
+
+AdversaryFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], Any]
+
+
+class AdversarialShieldUpdate:
+    """``iteration_update`` for a MONAI ``SupervisedTrainer`` that trains a Shield adversarially.
+
+    Each iteration: take a batch of clean images ``x`` with labels ``y``; draw for each a target class ``t != y``;
+    craft ``x_adv = adversary(x, y, t, eps)`` -- an attack *from images of other classes* that maximises ``S_t``
+    (and, depending on the adversary, also pushes the classifier towards ``t``) -- against the *current* Shield;
+    then run the trainer's standard iteration on ``[x; x_adv]`` with targets ``[(y, 1); (t, 0)]`` and
+    :class:`ShieldLoss`. ``eps`` is read from ``engine.state.<eps_attr>`` (set per epoch by
+    :class:`~monai_aegis.handlers.EpsilonScheduler`), falling back to ``eps``.
+
+    The iteration output also carries ``adv_success`` (fraction of ``x_adv`` that the classifier assigns to
+    ``t``) and ``eps`` for logging.
+
+    Args:
+        adversary: callable ``(x, y, target, eps) -> x_adv`` (or an object with ``x_adv``), e.g.
+            :class:`~monai_aegis.engines.ShieldAdversary`.
+        num_classes: number of classes.
+        eps: default L-inf budget when the engine state has none.
+        eps_attr: engine state attribute holding the current budget.
+        seed: seed of the target-class draw (``None``: torch's global RNG).
+    """
+
+    def __init__(
+        self,
+        adversary: AdversaryFn,
+        num_classes: int,
+        eps: float = 16 / 256,
+        eps_attr: str = "eps",
+        seed: int | None = None,
+    ) -> None:
+        self.adversary = adversary
+        self.num_classes = int(num_classes)
+        self.eps = float(eps)
+        self.eps_attr = eps_attr
+        self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, engine: Any, batchdata: Any) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        x, y = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        if y is None:
+            raise ValueError("Shield training needs class labels in the batch ('label').")
+        y = check_labels(torch.as_tensor(y).reshape(x.shape[0], -1)[:, 0], x.shape[0], self.num_classes, "label")
+        x = convert_to_tensor(x, track_meta=False)  # plain tensors: MetaTensor overhead on every attack step
+        target = sample_other_classes(y, self.num_classes, self.generator)
+        eps = float(getattr(engine.state, self.eps_attr, None) or self.eps)
+        engine.network.eval()
+        out = self.adversary(x, y, target, eps)
+        x_adv = getattr(out, "x_adv", out).detach()
+        success = getattr(out, "success", None)
+        engine.network.train()
+        batch = {
+            "image": torch.cat([x, x_adv]),
+            "label": torch.cat([torch.stack([y, torch.ones_like(y)], 1), torch.stack([target, torch.zeros_like(y)], 1)]),
+        }
+        output = engine._iteration(engine, batch)
+        output["eps"] = eps
+        if success is not None:
+            output["adv_success"] = float(torch.as_tensor(success).float().mean())
+        return output
