@@ -75,7 +75,7 @@ def test_smoke(method):
 
 @pytest.mark.parametrize("method", ["jpeg", "bit_depth", "tvm"])
 @pytest.mark.parametrize(
-    "shape", [(1, 1, 16, 16), (2, 3, 17, 19), (1, 4, 8, 8), (2, 1, 3, 16, 16), (1, 3, 2, 8, 8), (1, 2, 2, 8, 8)]
+    "shape", [(1, 1, 16, 16), (2, 3, 17, 19), (1, 4, 8, 8), (2, 1, 16, 16, 3), (1, 3, 8, 8, 2), (1, 2, 8, 8, 2)]
 )
 def test_cardinality(method, shape):
     x = torch.rand(shape)
@@ -136,12 +136,19 @@ def test_jpeg_other_channel_counts_are_channelwise_grayscale():
         assert torch.equal(y[:, c : c + 1], jpeg_compress(x[:, c : c + 1].contiguous()))
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels", [1, 3, 2])
 def test_jpeg_volumes_are_slicewise(channels):
-    x = torch.rand(2, channels, 3, 16, 16)
+    x = torch.rand(2, channels, 16, 12, 3)  # MONAI layout (B, C, H, W, D): axial slices along the last dim
     y = jpeg_compress(x)
+    assert y.is_contiguous()
     for d in range(3):
-        assert torch.equal(y[:, :, d], jpeg_compress(x[:, :, d].contiguous()))
+        assert torch.equal(y[..., d], jpeg_compress(x[..., d].contiguous()))
+    z = jpeg_compress(x, slice_dim=2)  # PyTorch layout (B, C, D, H, W)
+    for d in range(16):
+        assert torch.equal(z[:, :, d], jpeg_compress(x[:, :, d].contiguous()))
+    assert torch.equal(CushionLayer("jpeg", slice_dim=2)(x), z)
+    with pytest.raises(ValueError, match="slice_dim"):
+        jpeg_compress(x, slice_dim=1)
 
 
 def test_jpeg_lower_quality_changes_more():
@@ -290,7 +297,7 @@ def test_jpeg_smooth_proxy_uses_kornia():
     assert torch.allclose(gx, expected, atol=1e-6)
     assert not torch.equal(gx, grad_out)
     # grayscale and 3-D volumes go through the same frame layout as the codec
-    for shape in [(1, 1, 16, 16), (1, 3, 2, 16, 16)]:
+    for shape in [(1, 1, 16, 16), (1, 3, 16, 16, 2), (1, 2, 16, 16, 2)]:
         xv = torch.rand(shape, requires_grad=True)
         (g,) = torch.autograd.grad(layer(xv).sum(), xv)
         assert g.shape == xv.shape and bool(torch.isfinite(g).all())

@@ -94,6 +94,15 @@ def _check_int(value: Any, name: str, low: int, high: int) -> int:
     return int(value)
 
 
+def _check_slice_dim(slice_dim: Any) -> int:
+    """Return the tensor dim (2, 3 or 4) of a ``(B, C, *spatial)`` volume along which it is cut into 2-D slices."""
+    if isinstance(slice_dim, bool) or not isinstance(slice_dim, (int, np.integer)) or int(slice_dim) not in (
+        -3, -2, -1, 2, 3, 4,
+    ):
+        raise ValueError(f"slice_dim must be a spatial dim of a 5-D batch (2, 3, 4 or -3, -2, -1), got {slice_dim!r}.")
+    return int(slice_dim) % 5
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float16/bfloat16 are computed in float32 (and cast back), float32/float64 as they are."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -156,14 +165,19 @@ def _frame_pairs(src: np.ndarray, dst: np.ndarray) -> list[tuple[np.ndarray, np.
     if c not in (1, 3):  # channel-wise (and, for volumes, slice-wise) grayscale
         src, dst = src.reshape(-1, 1, *src.shape[-2:]), dst.reshape(-1, 1, *dst.shape[-2:])
         return list(zip(src, dst))
-    if src.ndim == 5:  # slice-wise along depth
+    if src.ndim == 5:  # slice-wise along dim 2 (the slicing axis has been moved there)
         s, d = src.transpose(0, 2, 1, 3, 4), dst.transpose(0, 2, 1, 3, 4)
         return [(s[i, j], d[i, j]) for i in range(b) for j in range(src.shape[2])]
     return list(zip(src, dst))
 
 
 def jpeg_compress(
-    x: torch.Tensor, quality: int = 80, *, backend: str = "auto", num_workers: int | None = None
+    x: torch.Tensor,
+    quality: int = 80,
+    *,
+    slice_dim: int = -1,
+    backend: str = "auto",
+    num_workers: int | None = None,
 ) -> torch.Tensor:
     """JPEG-compress and decompress a batch with real libjpeg.
 
@@ -174,7 +188,9 @@ def jpeg_compress(
 
     - 3 or 1 channel(s): RGB or grayscale JPEG.
     - Any other channel count: every channel is compressed on its own as a grayscale image.
-    - 3-D volumes ``(B, C, D, H, W)``: slice-wise along depth.
+    - 3-D volumes: slice-wise, every 2-D slice along ``slice_dim`` is coded as an image. The default ``-1`` cuts
+      along the last axis, MONAI's ``(B, C, H, W, D)`` layout (axial slices of a NIfTI/DICOM series loaded with
+      ``LoadImage``); pass ``slice_dim=2`` for PyTorch's ``(B, C, D, H, W)``.
 
     Not differentiable: the result carries no gradient. Use :class:`CushionLayer` or :func:`bpda` to attack
     through it. Tensors on an accelerator are round-tripped through host memory (the codec is libjpeg on CPU).
@@ -182,6 +198,7 @@ def jpeg_compress(
     Args:
         x: float tensor in ``[0, 1]``.
         quality: JPEG quality in ``[1, 100]``.
+        slice_dim: for 3-D volumes, the dim (2, 3, 4 or -3, -2, -1) along which they are cut into 2-D slices.
         backend: ``"auto"`` (torchvision's libjpeg-turbo kernels, falling back to Pillow), ``"torchvision"`` or
             ``"pillow"``.
         num_workers: threads for the codec; defaults to ``torch.get_num_threads()``.
@@ -199,10 +216,13 @@ def jpeg_compress(
     """
     _check_input(x)
     quality = _check_int(quality, "quality", 1, 100)
+    slice_dim = _check_slice_dim(slice_dim)
     roundtrip = _codec(backend)
     work_dtype = _compute_dtype(x.dtype)
-    src = x.detach().to(device="cpu", dtype=work_dtype).numpy()
-    out = torch.empty(x.shape, dtype=work_dtype)
+    moved = x.ndim == 5 and slice_dim != 2
+    xs = x.detach().movedim(slice_dim, 2) if moved else x.detach()
+    src = xs.to(device="cpu", dtype=work_dtype).numpy()
+    out = torch.empty(src.shape, dtype=work_dtype)
     pairs = _frame_pairs(src, out.numpy())
     workers = torch.get_num_threads() if num_workers is None else _check_int(num_workers, "num_workers", 1, 1024)
     workers = min(workers, len(pairs))
@@ -213,10 +233,12 @@ def jpeg_compress(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cushion-jpeg") as pool:
             for _ in pool.map(lambda p: _jpeg_frame(p[0], p[1], quality, roundtrip), pairs):
                 pass  # consume to re-raise worker errors
+    if moved:
+        out = out.movedim(2, slice_dim).contiguous()
     return out.to(device=x.device, dtype=x.dtype)
 
 
-def _kornia_jpeg_proxy(quality: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _kornia_jpeg_proxy(quality: int, slice_dim: int = -1) -> Callable[[torch.Tensor], torch.Tensor]:
     """kornia's differentiable JPEG (a smooth surrogate) applied with the same frame layout as :func:`jpeg_compress`."""
     jpeg_diff, has_kornia = optional_import("kornia.enhance", name="jpeg_codec_differentiable")
     if not has_kornia:
@@ -225,7 +247,14 @@ def _kornia_jpeg_proxy(quality: int) -> Callable[[torch.Tensor], torch.Tensor]:
             "or use proxy='identity' (BPDA with the identity) or a callable."
         )
 
+    slice_dim = _check_slice_dim(slice_dim)
+
     def proxy(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 5 and slice_dim != 2:
+            return _frames_proxy(x.movedim(slice_dim, 2)).movedim(2, slice_dim)
+        return _frames_proxy(x)
+
+    def _frames_proxy(x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         if c not in (1, 3):
             frames = x.reshape(-1, 1, *x.shape[-2:])
@@ -475,6 +504,7 @@ class CushionLayer(nn.Module):
             differentiable JPEG for JPEG, needs ``kornia``; none exists for bit depth), or a callable.
         name: display name; defaults to a preset-style name such as ``"jpeg80"`` or ``"bit_depth5"``.
         num_workers: JPEG codec threads (default ``torch.get_num_threads()``).
+        slice_dim: JPEG on 3-D volumes: the dim cut into 2-D slices (default -1, MONAI's ``(B, C, H, W, D)``).
 
     Raises:
         ValueError: for an unknown method/proxy or out-of-range parameters.
@@ -496,6 +526,7 @@ class CushionLayer(nn.Module):
         proxy: ProxyType = "identity",
         name: str | None = None,
         num_workers: int | None = None,
+        slice_dim: int = -1,
     ) -> None:
         super().__init__()
         if callable(method):
@@ -506,7 +537,10 @@ class CushionLayer(nn.Module):
             self.method = look_up_option(method, CUSHION_METHODS)
             if self.method == "jpeg":
                 self.quality = _check_int(quality, "quality", 1, 100)
-                self._fn = functools.partial(jpeg_compress, quality=self.quality, num_workers=num_workers)
+                self.slice_dim = _check_slice_dim(slice_dim)
+                self._fn = functools.partial(
+                    jpeg_compress, quality=self.quality, slice_dim=self.slice_dim, num_workers=num_workers
+                )
                 default_name = f"jpeg{self.quality}"
             elif self.method == "bit_depth":
                 self.bits = _check_int(bits, "bits", 1, 8)
@@ -538,7 +572,7 @@ class CushionLayer(nn.Module):
         if self.method == "tvm":
             return "smooth", None, True
         if self.method == "jpeg":
-            return "smooth", _kornia_jpeg_proxy(self.quality), False
+            return "smooth", _kornia_jpeg_proxy(self.quality, self.slice_dim), False
         raise ValueError(
             f"No smooth surrogate exists for cushion method {self.method!r}; use proxy='identity' or a callable."
         )
