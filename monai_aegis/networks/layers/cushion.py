@@ -249,23 +249,32 @@ def jpeg_compress(
     return out.to(device=x.device, dtype=x.dtype)
 
 
-def _kornia_jpeg_proxy(quality: int, slice_dim: int = -1) -> Callable[[torch.Tensor], torch.Tensor]:
-    """kornia's differentiable JPEG (a smooth surrogate) applied with the same frame layout as :func:`jpeg_compress`."""
-    jpeg_diff, has_kornia = optional_import("kornia.enhance", name="jpeg_codec_differentiable")
-    if not has_kornia:
-        raise ImportError(
-            "proxy='smooth' for JPEG uses kornia.enhance.jpeg_codec_differentiable: `pip install kornia`, "
-            "or use proxy='identity' (BPDA with the identity) or a callable."
-        )
+class _KorniaJpegProxy:
+    """kornia's differentiable JPEG (a smooth surrogate), applied with the frame layout of :func:`jpeg_compress`.
 
-    slice_dim = _check_slice_dim(slice_dim)
+    Grayscale frames are coded as grey RGB images and read back as the channel mean. A class rather than a closure,
+    so that a model holding it can be pickled.
+    """
 
-    def proxy(x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 5 and slice_dim != 2:
-            return _frames_proxy(x.movedim(slice_dim, 2)).movedim(2, slice_dim)
-        return _frames_proxy(x)
+    __name__ = "kornia_jpeg"
 
-    def _frames_proxy(x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, quality: int, slice_dim: int = -1) -> None:
+        _, has_kornia = optional_import("kornia.enhance", name="jpeg_codec_differentiable")
+        if not has_kornia:
+            raise ImportError(
+                "proxy='smooth' for JPEG uses kornia.enhance.jpeg_codec_differentiable: `pip install kornia`, "
+                "or use proxy='identity' (BPDA with the identity) or a callable."
+            )
+        self.quality = quality
+        self.slice_dim = _check_slice_dim(slice_dim)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 5 and self.slice_dim != 2:
+            return self._frames(x.movedim(self.slice_dim, 2)).movedim(2, self.slice_dim)
+        return self._frames(x)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        jpeg_diff, _ = optional_import("kornia.enhance", name="jpeg_codec_differentiable")
         b, c = x.shape[:2]
         if c not in (1, 3):
             frames = x.reshape(-1, 1, *x.shape[-2:])
@@ -273,8 +282,8 @@ def _kornia_jpeg_proxy(quality: int, slice_dim: int = -1) -> Callable[[torch.Ten
             frames = x.transpose(1, 2).reshape(-1, c, *x.shape[-2:])
         else:
             frames = x
-        q = torch.tensor([float(quality)], dtype=frames.dtype, device=frames.device)
-        if frames.shape[1] == 1:  # grayscale: code the grey image as RGB, read back its mean
+        q = torch.tensor([float(self.quality)], dtype=frames.dtype, device=frames.device)
+        if frames.shape[1] == 1:
             out = jpeg_diff(frames.expand(-1, 3, -1, -1), q).mean(dim=1, keepdim=True)
         else:
             out = jpeg_diff(frames, q)
@@ -283,8 +292,6 @@ def _kornia_jpeg_proxy(quality: int, slice_dim: int = -1) -> Callable[[torch.Ten
         if x.ndim == 5:
             return out.reshape(b, x.shape[2], c, *x.shape[-2:]).transpose(1, 2)
         return out
-
-    return proxy
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -583,7 +590,7 @@ class CushionLayer(nn.Module):
         if self.method == "tvm":
             return "smooth", None, True
         if self.method == "jpeg":
-            return "smooth", _kornia_jpeg_proxy(self.quality, self.slice_dim), False
+            return "smooth", _KorniaJpegProxy(self.quality, self.slice_dim), False
         raise ValueError(
             f"No smooth surrogate exists for cushion method {self.method!r}; use proxy='identity' or a callable."
         )
