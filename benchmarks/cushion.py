@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/cushion.py [--batch 64] [--size 224] [--repeats 7] [--threads 2]
+    PYTHONPATH=. python benchmarks/cushion.py [--batch 64] [--size 224] [--repeats 7] [--threads 2]
 
 All candidates round-trip the same batch of RGB float images in [0, 1] (B, 3, H, W); the table reports the
 median images/s over ``--repeats`` runs (after one warm-up) and the ratio to the Pillow loop, measured in one run.
@@ -68,13 +68,15 @@ def main() -> None:
     layer = CushionLayer("jpeg", quality=q)
 
     rows: list[tuple[str, float]] = []
-    rows.append(("monai_aegis CushionLayer (float in/out)", images_per_second(lambda: layer(x), args.batch, args.repeats)))
+    ours = images_per_second(lambda: layer(x), args.batch, args.repeats)
+    rows.append(("monai_aegis CushionLayer (float in/out)", ours))
     pil_rate = images_per_second(lambda: pillow_loop(x, q), args.batch, args.repeats)
     rows.append(("Pillow per-image loop (float in/out)", pil_rate))
     if has_art:
         art = art_jpeg(clip_values=(0.0, 1.0), quality=q, channels_first=True, apply_predict=True)
         xn = x.numpy()
-        rows.append(("ART JpegCompression (float in/out)", images_per_second(lambda: art(xn), args.batch, args.repeats)))
+        art_rate = images_per_second(lambda: art(xn), args.batch, args.repeats)
+        rows.append(("ART JpegCompression (float in/out)", art_rate))
     if has_tv:
         u8 = list(x.mul(255).round().to(torch.uint8))
 
