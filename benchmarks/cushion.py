@@ -40,14 +40,17 @@ def pillow_loop(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(out))
 
 
-def images_per_second(fn: Callable[[], object], n_images: int, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def images_per_second(candidates: dict[str, Callable[[], object]], n_images: int, repeats: int) -> dict[str, float]:
+    """Median images/s of every candidate; repeats are interleaved so that all see the same machine load."""
+    for fn in candidates.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return n_images / statistics.median(times)
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: n_images / statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -67,23 +70,21 @@ def main() -> None:
     q = args.quality
     layer = CushionLayer("jpeg", quality=q)
 
-    rows: list[tuple[str, float]] = []
-    ours = images_per_second(lambda: layer(x), args.batch, args.repeats)
-    rows.append(("monai_aegis CushionLayer (float in/out)", ours))
-    pil_rate = images_per_second(lambda: pillow_loop(x, q), args.batch, args.repeats)
-    rows.append(("Pillow per-image loop (float in/out)", pil_rate))
+    candidates: dict[str, Callable[[], object]] = {
+        "monai_aegis CushionLayer (float in/out)": lambda: layer(x),
+        "Pillow per-image loop (float in/out)": lambda: pillow_loop(x, q),
+    }
     if has_art:
         art = art_jpeg(clip_values=(0.0, 1.0), quality=q, channels_first=True, apply_predict=True)
         xn = x.numpy()
-        art_rate = images_per_second(lambda: art(xn), args.batch, args.repeats)
-        rows.append(("ART JpegCompression (float in/out)", art_rate))
+        candidates["ART JpegCompression (float in/out)"] = lambda: art(xn)
     if has_tv:
         u8 = list(x.mul(255).round().to(torch.uint8))
-
-        def codec_only() -> list:
-            return tv_io.decode_jpeg(tv_io.encode_jpeg(u8, quality=q))
-
-        rows.append(("torchvision codec alone (uint8 in/out, reference)", images_per_second(codec_only, args.batch, 3)))
+        candidates["torchvision codec alone (uint8 in/out, reference)"] = lambda: tv_io.decode_jpeg(
+            tv_io.encode_jpeg(u8, quality=q)
+        )
+    rates = images_per_second(candidates, args.batch, args.repeats)
+    pil_rate = rates["Pillow per-image loop (float in/out)"]
 
     # sanity: ours equals the Pillow loop within one grey level
     diff = float((layer(x) - pillow_loop(x, q)).abs().max()) * 255
@@ -91,10 +92,12 @@ def main() -> None:
         f"JPEG-{q} round trip, batch {args.batch} x 3 x {args.size} x {args.size}, {args.threads} threads, "
         f"median of {args.repeats}; max |ours - Pillow| = {diff:.2f} grey levels\n"
     )
-    print("| implementation | img/s | vs Pillow loop |")
-    print("| --- | ---: | ---: |")
-    for name, rate in rows:
-        print(f"| {name} | {rate:,.0f} | {rate / pil_rate:.2f}x |")
+    art_rate = rates.get("ART JpegCompression (float in/out)")
+    print("| implementation | img/s | vs Pillow loop | vs ART |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, rate in rates.items():
+        vs_art = f"{rate / art_rate:.2f}x" if art_rate else "n/a"
+        print(f"| {name} | {rate:,.0f} | {rate / pil_rate:.2f}x | {vs_art} |")
 
 
 if __name__ == "__main__":
