@@ -434,3 +434,19 @@ def test_optional_dependencies_fallbacks(monkeypatch):
     with pytest.raises(ImportError, match="pip install kornia"):
         CushionLayer("jpeg", proxy="smooth")
 
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_jpeg_checks_every_frame(num_workers):
+    x = torch.rand(4, 3, 8, 8)
+    bad = x.clone()
+    bad[3, 2, 7, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        jpeg_compress(bad, num_workers=num_workers)
+    bad = x.clone()
+    bad[2, 0, 0, 0] = 1.01
+    with pytest.raises(ValueError, match="Scale intensities"):
+        jpeg_compress(bad, num_workers=num_workers)
+    edge = x.clone()
+    edge[1, 1, 0, 0], edge[3, 0, 1, 1] = 1 + 5e-7, -5e-7  # within check_image_batch's tolerance
+    assert torch.equal(jpeg_compress(edge, num_workers=num_workers)[0], jpeg_compress(x[:1]).squeeze(0))

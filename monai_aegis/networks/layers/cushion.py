@@ -74,14 +74,18 @@ ProxyType = Union[str, Callable[[torch.Tensor], torch.Tensor], None]
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _check_input(x: torch.Tensor, name: str = "x") -> None:
+def _check_input(x: torch.Tensor, name: str = "x", scan_values: bool = True) -> None:
     """Validate a ``(B, C, H, W)`` / ``(B, C, D, H, W)`` float batch in ``[0, 1]``.
 
     A valid batch is recognised with a single ``aminmax`` pass (NaN propagates through it and an Inf shows up as
     the min or max), which is several times cheaper than a separate finiteness pass on large batches. Anything
     that is not proven valid goes to :func:`monai_aegis.utils.check_image_batch`, which raises the precise error.
+    With ``scan_values=False`` only the structure is checked here; the caller checks the values itself and calls
+    ``check_image_batch`` when they are not in range.
     """
     if isinstance(x, torch.Tensor) and x.ndim in (4, 5) and x.numel() > 0 and x.is_floating_point():
+        if not scan_values:
+            return
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if -_RANGE_ATOL <= lo and hi <= 1.0 + _RANGE_ATOL:  # False for NaN and +-Inf
             return
@@ -148,23 +152,32 @@ def _codec(backend: str) -> Callable[[np.ndarray, int], np.ndarray]:
     return _pillow_roundtrip
 
 
-def _jpeg_frames(pairs: list[tuple[torch.Tensor, torch.Tensor]], quality: int, roundtrip: Callable) -> None:
+def _jpeg_frames(pairs: list[tuple[torch.Tensor, torch.Tensor]], quality: int, roundtrip: Callable) -> bool:
     """JPEG round trip of frames ``src (c, H, W) float in [0, 1] -> dst`` (same shape), one frame at a time.
 
     Every frame is converted while it is cache resident (float CHW -> 8-bit HWC -> codec -> float CHW), with
-    scratch buffers reused across the frames. Only numpy is used here: it is single threaded and releases the GIL,
-    so frames on different worker threads run in parallel without nested intra-op thread pools.
+    scratch buffers reused across the frames, and its value range is checked there too (no separate pass over the
+    batch). Only numpy is used here: it is single threaded and releases the GIL, so frames on different worker
+    threads run in parallel without nested intra-op thread pools.
+
+    Returns:
+        ``False`` as soon as a frame holds NaN/Inf or values clearly outside ``[0, 1]`` (the bounds are twice as
+        lenient as ``check_image_batch``'s, so that it is sure to raise then), else ``True``.
     """
     c, h, w = pairs[0][0].shape
     levels = np.empty((h, w, c), dtype=pairs[0][0].numpy().dtype)
     u8 = np.empty((h, w, c), dtype=np.uint8)
+    low, high = -255 * 2 * _RANGE_ATOL, 255 * (1 + 2 * _RANGE_ATOL)
     for src, dst in pairs:
         src_np = src.numpy()
         for k in range(c):  # per-channel strided writes beat numpy's generic CHW -> HWC transposition ~2x
             np.multiply(src_np[k], 255, out=levels[..., k])
+        if not low <= levels.min() or not levels.max() <= high:  # NaN compares False
+            return False
         np.rint(levels, out=u8, casting="unsafe")  # round half to even, as torch.round/np.rint
         decoded = roundtrip(u8, quality)
         np.divide(decoded.transpose(2, 0, 1), 255, out=dst.numpy(), dtype=levels.dtype)
+    return True
 
 
 def _frame_pairs(src: torch.Tensor, dst: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -225,7 +238,7 @@ def jpeg_compress(
         - Input: :math:`(B, C, H, W)` or :math:`(B, C, D, H, W)`.
         - Output: same as input.
     """
-    _check_input(x)
+    _check_input(x, scan_values=False)  # the values are checked frame by frame below
     quality = _check_int(quality, "quality", 1, 100)
     slice_dim = _check_slice_dim(slice_dim)
     roundtrip = _codec(backend)
@@ -238,12 +251,14 @@ def jpeg_compress(
     workers = torch.get_num_threads() if num_workers is None else _check_int(num_workers, "num_workers", 1, 1024)
     workers = min(workers, len(pairs))
     if workers <= 1:
-        _jpeg_frames(pairs, quality, roundtrip)
+        in_range = _jpeg_frames(pairs, quality, roundtrip)
     else:
         chunks = [pairs[i::workers] for i in range(workers)]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cushion-jpeg") as pool:
-            for _ in pool.map(lambda chunk: _jpeg_frames(chunk, quality, roundtrip), chunks):
-                pass  # consume to re-raise worker errors
+            in_range = all(list(pool.map(lambda chunk: _jpeg_frames(chunk, quality, roundtrip), chunks)))
+    if not in_range:
+        check_image_batch(x, "x", spatial_dims=(2, 3), value_range=(0.0, 1.0))  # raises the precise error
+        raise ValueError("x values must lie in [0, 1] and be finite.")  # not reached: kept as a safety net
     if moved:
         out = out.movedim(2, slice_dim).contiguous()
     return out.to(device=x.device, dtype=x.dtype)
