@@ -42,6 +42,9 @@ class Cushion(Transform):
     metadata is kept). Intensities must already lie in ``[0, 1]``: after ``LoadImage`` (raw 0-255 or HU values)
     use ``ScaleIntensity`` or ``ScaleIntensityRange`` first.
 
+    JPEG codes 3-D volumes ``(C, H, W, D)`` slice by slice along the last axis (MONAI's layout; see the layer's
+    ``slice_dim``) and channels other than grayscale/RGB one by one as grayscale images.
+
     For attack evaluation and adversarial training put a ``CushionLayer`` inside the model instead: a cushion in
     the data pipeline runs before an in-engine attack and is never attacked.
 
