@@ -1,1 +1,21 @@
-__all__: list[str] = []
+from .cushion import (
+    CUSHION_METHODS,
+    CUSHION_PRESETS,
+    CushionLayer,
+    bpda,
+    cushion_from_name,
+    jpeg_compress,
+    reduce_bit_depth,
+    tv_minimize,
+)
+
+__all__ = [
+    "CUSHION_METHODS",
+    "CUSHION_PRESETS",
+    "CushionLayer",
+    "bpda",
+    "cushion_from_name",
+    "jpeg_compress",
+    "reduce_bit_depth",
+    "tv_minimize",
+]
