@@ -122,7 +122,9 @@ def select_sample(
             if row is None:
                 raise ValueError(f"'{rel}' is not in {chest / 'manifest.csv'}.")
             if row["patient_id"] != it["patient_id"]:
-                raise ValueError(f"patient id mismatch for '{rel}': {it['patient_id']} vs manifest {row['patient_id']}.")
+                raise ValueError(
+                    f"patient id mismatch for '{rel}': {it['patient_id']} vs manifest {row['patient_id']}."
+                )
             if min(int(row["source_w"]), int(row["source_h"])) < MIN_SOURCE_SIDE:
                 continue
             by_patient[it["patient_id"]].append({**it, "source_file": rel})

@@ -13,7 +13,8 @@ CSV without the needed columns, label out of range, missing image).
 
 Readers:
 
-* :func:`kermany_datalist` -- Kaggle "Chest X-Ray Images (Pneumonia)" folders ``<root>/{train,val,test}/{NORMAL,PNEUMONIA}``.
+* :func:`kermany_datalist` -- Kaggle "Chest X-Ray Images (Pneumonia)" folders
+  ``<root>/{train,val,test}/{NORMAL,PNEUMONIA}``.
 * :func:`fundus_datalist` -- APTOS 2019 / EyePACS (Kaggle DR 2015) CSV + image folder, 0-4 grades.
 * :func:`medmnist_datalist` -- MedMNIST ``.npz`` files (items carry the image array itself).
 * :func:`image_datalist` -- any list or folder of DICOM, NIfTI, PNG or JPEG files.
@@ -55,7 +56,8 @@ KERMANY_CLASSES: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
 
 _KERMANY_SPLITS = ("train", "val", "test")
 _KERMANY_EXTENSIONS = (".png", ".jpg", ".jpeg")
-# personN_bacteria_M / personN_virus_M -> personN ; IM-NNNN-NNNN[-NNNN] -> IM-NNNN ; NORMAL2-IM-NNNN-... -> NORMAL2-IM-NNNN
+# personN_bacteria_M / personN_virus_M -> personN ; IM-NNNN-NNNN[-NNNN] -> IM-NNNN ;
+# NORMAL2-IM-NNNN-NNNN[-NNNN] -> NORMAL2-IM-NNNN
 _KERMANY_PATIENT = re.compile(r"^(person\d+|NORMAL\d*-IM-\d+|IM-\d+)(?=[_-]|$)", re.IGNORECASE)
 
 #: Known fundus CSV layouts: ``(image column, grade column, default image extension)``, tried in this order.
@@ -87,6 +89,19 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
+def _as_int(value: Any, what: str, kind: str = "class index") -> int:
+    """``int(value)`` for integral numbers or numeric strings (``"2"``, ``2.0``), else a ``ValueError`` on ``what``."""
+    f = float("nan")
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            pass
+    if not np.isfinite(f) or f != int(f):
+        raise ValueError(f"{what} must be an integer {kind}, got {value!r}.")
+    return int(f)
+
+
 def _require_dir(path: PathLike, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
@@ -105,7 +120,9 @@ def _find_child_dir(parent: Path, name: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def list_image_files(folder: PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive: bool = True) -> list[str]:
+def list_image_files(
+    folder: PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive: bool = True
+) -> list[str]:
     """Sorted absolute paths of the files under ``folder`` whose names end in one of ``extensions``.
 
     Args:
@@ -161,7 +178,8 @@ def _kermany_split(folder: Path, split: str | None) -> list[dict[str, Any]]:
         cls_dir = _find_child_dir(folder, cls)
         if cls_dir is None:
             raise FileNotFoundError(
-                f"Kermany class folder '{cls}' is missing in '{folder}' (expected {'/'.join(KERMANY_CLASSES)} sub-folders)."
+                f"Kermany class folder '{cls}' is missing in '{folder}' "
+                f"(expected {'/'.join(KERMANY_CLASSES)} sub-folders)."
             )
         files = list_image_files(cls_dir, _KERMANY_EXTENSIONS, recursive=False)
         if not files:
@@ -242,16 +260,6 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not columns:
         raise ValueError(f"CSV '{path}' is empty (no header row).")
     return columns, rows
-
-
-def _parse_int(value: str, column: str, row: int, path: Path) -> int:
-    try:
-        f = float(value)
-    except ValueError:
-        f = float("nan")
-    if not np.isfinite(f) or f != int(f):
-        raise ValueError(f"CSV '{path}' row {row}: column '{column}' must be an integer grade, got {value!r}.")
-    return int(f)
 
 
 def fundus_datalist(
@@ -338,22 +346,25 @@ def fundus_datalist(
     if not rows:
         raise ValueError(f"CSV '{path}' has a header but no rows.")
 
-    def resolve(folder: Path, value: str, index: Mapping[str, str] | None) -> Path | None:
+    indexes: dict[Path, dict[str, str]] = {}
+
+    def resolve(folder: Path, value: str) -> Path | None:
         if Path(value).suffix.lower() in _FUNDUS_IMAGE_SUFFIXES:
             p = folder / value
             return p if p.is_file() else None
         p = folder / f"{value}{ext}"
         if p.is_file():
             return p
-        if index is not None and value in index:
-            return folder / index[value]
-        return None
+        if folder not in indexes:  # other extension (e.g. EyePACS converted to PNG): list the folder once
+            indexes[folder] = _stem_index(folder)
+        name = indexes[folder].get(value)
+        return folder / name if name is not None else None
 
     if image_dir is None:
         first = rows[0][image_column]
         candidates = [path.parent / f"{path.stem}_images", path.parent / "train_images", path.parent / "images",
                       path.parent / "train", path.parent]
-        folder = next((c for c in candidates if c.is_dir() and resolve(c, first, _stem_index(c)) is not None), None)
+        folder = next((c for c in candidates if c.is_dir() and resolve(c, first) is not None), None)
         if folder is None:
             raise FileNotFoundError(
                 f"could not find the image for '{first}' (first row of '{path}') in any of "
@@ -361,7 +372,6 @@ def fundus_datalist(
             )
     else:
         folder = _require_dir(image_dir, "fundus image folder")
-    index = _stem_index(folder)
 
     wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
     if wanted is not None:
@@ -379,10 +389,10 @@ def fundus_datalist(
         value = row[image_column]
         if not value:
             raise ValueError(f"CSV '{path}' row {i}: empty '{image_column}'.")
-        grade = _parse_int(row[label_column], label_column, i, path)
+        grade = _as_int(row[label_column], f"CSV '{path}' row {i}: column '{label_column}'", "grade")
         if not 0 <= grade <= 4:
             raise ValueError(f"CSV '{path}' row {i}: grade '{label_column}'={grade} is outside 0-4 ({value}).")
-        file = resolve(folder, value, index)
+        file = resolve(folder, value)
         if file is None:
             missing_files.append(value)
             continue
@@ -569,20 +579,8 @@ def image_datalist(
         if len(values) != len(paths):
             raise ValueError(f"got {len(values)} labels for {len(paths)} image files; they must match one to one.")
     for it, v in zip(items, values):
-        it["label"] = _as_label(v, it["image"])
+        it["label"] = _as_int(v, f"label of '{it['image']}'")
     return items
-
-
-def _as_label(value: Any, where: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"label of '{where}' must be an integer class index, got bool {value!r}.")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"label of '{where}' must be an integer class index, got {value!r}.") from None
-    if not np.isfinite(f) or f != int(f):
-        raise ValueError(f"label of '{where}' must be an integer class index, got {value!r}.")
-    return int(f)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -638,9 +636,11 @@ def check_datalist(
             if label_key not in item:
                 raise ValueError(f"{where} has no '{label_key}' key (keys: {sorted(item)}).")
             for v in np.asarray(item[label_key]).reshape(-1).tolist() or [None]:
-                lab = _as_label(v, where)
+                lab = _as_int(v, f"{where}: label")
                 if num_classes is not None and not 0 <= lab < num_classes:
-                    raise ValueError(f"{where}: label {lab} is outside [0, {num_classes - 1}] (num_classes={num_classes}).")
+                    raise ValueError(
+                        f"{where}: label {lab} is outside [0, {num_classes - 1}] (num_classes={num_classes})."
+                    )
         if isinstance(img, (str, os.PathLike)):
             if not Path(img).exists():
                 missing.append(os.fspath(img))

@@ -47,12 +47,12 @@ def patient_grouped_partition(
 ) -> list[list[Mapping[str, Any]]]:
     """Partition ``datalist`` into ``len(fractions)`` patient-disjoint parts, stratified by label.
 
-    Algorithm (deterministic, no scikit-learn needed): each patient group gets the most common label of its
-    images (ties: the smallest); within each label, groups are shuffled with ``random.Random(seed)`` (after
-    sorting by id, so input order does not matter), ordered by size (largest first, so big groups are placed
-    while there is room), and each goes to the part with the largest remaining deficit of images with respect
-    to its target ``fraction * n_label`` (rounded by largest remainder). With one image per patient the parts
-    hit their targets exactly; with larger groups they are off by at most about one group.
+    Algorithm (deterministic, greedy like scikit-learn's ``StratifiedGroupKFold``, no dependency): every part
+    has a target count of images per label, ``fraction * n_label`` rounded by largest remainder. Patient groups
+    are shuffled with ``random.Random(seed)`` (after sorting by id, so input order does not matter), ordered by
+    size (largest first, placed while there is room), and each goes to the part whose remaining room, relative
+    to its targets, is largest for that group's labels (groups with mixed labels count each label). With one
+    image per patient the parts hit their targets exactly; with larger groups they are off by about one group.
 
     Items without ``group_key`` (or with an empty value) are their own group (keyed by their image).
 
@@ -88,35 +88,37 @@ def patient_grouped_partition(
         gid = (0, str(g)) if g not in (None, "") else (1, str(it.get("image", i)))
         groups[gid].append(i)
 
-    strata: dict[Hashable, list[tuple[int, str]]] = defaultdict(list)
-    for gid, idx in groups.items():
+    labels: list[Hashable] = []
+    for i, it in enumerate(datalist):
         if label_key is None:
-            lab: Hashable = 0
+            labels.append(0)
+        elif label_key not in it:
+            raise ValueError(f"datalist[{i}] has no '{label_key}' key to stratify on (pass label_key=None).")
         else:
-            labs = []
-            for i in idx:
-                if label_key not in datalist[i]:
-                    raise ValueError(f"datalist[{i}] has no '{label_key}' key to stratify on (pass label_key=None).")
-                labs.append(_label_key(datalist[i][label_key]))
-            counts = Counter(labs)
-            top = max(counts.values())
-            lab = min((k for k, c in counts.items() if c == top), key=repr)
-        strata[lab].append(gid)
+            labels.append(_label_key(it[label_key]))
+    classes = sorted(set(labels), key=repr)
+    col = {c: j for j, c in enumerate(classes)}
+    per_class = Counter(labels)
+    # target[k, c]: images of class c wanted in part k (integers summing to the class count)
+    target = np.array([_largest_remainder(per_class[c], fr) for c in classes], dtype=np.float64).T
+    weight = np.where(target > 0, 1.0 / np.maximum(target, 1.0), 0.0)
+    filled = np.zeros_like(target)
+    tie = np.array([f for f in fr]) * 1e-9 - np.arange(len(fr)) * 1e-12  # prefer larger fraction, then lower index
 
-    rng = random.Random(seed)
+    gids = sorted(groups)
+    random.Random(seed).shuffle(gids)
+    gids.sort(key=lambda g: -len(groups[g]))  # stable: shuffled order within equal sizes
     part_of = [0] * len(datalist)
-    for lab in sorted(strata, key=repr):
-        gids = sorted(strata[lab])
-        rng.shuffle(gids)
-        gids.sort(key=lambda g: -len(groups[g]))  # stable: shuffled order within equal sizes
-        n = sum(len(groups[g]) for g in gids)
-        target = _largest_remainder(n, fr)
-        filled = [0] * len(fr)
-        for g in gids:
-            k = max(range(len(fr)), key=lambda j: (target[j] - filled[j], fr[j], -j))
-            filled[k] += len(groups[g])
-            for i in groups[g]:
-                part_of[i] = k
+    for g in gids:
+        counts = np.zeros(len(classes))
+        for i in groups[g]:
+            counts[col[labels[i]]] += 1
+        # relative remaining room of each part for this group's labels; a class not wanted in a part counts -1
+        room = np.where(target > 0, (target - filled) * weight, -1.0)
+        k = int(np.argmax(room @ counts + tie))
+        filled[k] += counts
+        for i in groups[g]:
+            part_of[i] = k
 
     parts: list[list[Mapping[str, Any]]] = [[] for _ in fr]
     for i, k in enumerate(part_of):
