@@ -87,7 +87,7 @@ class DNNDetector(FeatureDetector):
 
     Example::
 
-        det = DNNDetector(epochs=10).fit(clean_feats, adversarial=adv_feats)
+        det = DNNDetector().fit(clean_feats, adversarial=adv_feats)
         scores = det.score(test_feats)                 # (N,), sum of per-layer logits
 
     Args:
@@ -106,7 +106,7 @@ class DNNDetector(FeatureDetector):
     def __init__(
         self,
         hidden: int | None = None,
-        epochs: int = 10,
+        epochs: int = 20,
         batch_size: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 0.0,

@@ -208,7 +208,8 @@ def _median_nn_distance(ref: torch.Tensor, counts: torch.Tensor, chunk_size: int
             nn.append(d2.min(1).values.sqrt())
     if not nn:
         raise ValueError("bandwidth='median' needs a class with at least two training samples.")
-    h = float(torch.cat(nn).median())
+    v = torch.cat(nn).sort().values
+    h = float((v[(v.numel() - 1) // 2] + v[v.numel() // 2]) / 2)  # the usual median (mean of the middle two)
     if not h > 0:
         raise ValueError("bandwidth='median' found duplicate training features (median distance 0); set bandwidth.")
     return h
