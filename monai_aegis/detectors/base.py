@@ -150,7 +150,9 @@ class FeatureDetector(ABC):
             return f.flatten(1)
         return f
 
-    def _prepare(self, features: Features, name: str = "features", fitting: bool = False) -> OrderedDict[str, torch.Tensor]:
+    def _prepare(
+        self, features: Features, name: str = "features", fitting: bool = False
+    ) -> OrderedDict[str, torch.Tensor]:
         """Validate ``features`` and return them reduced, in fitted layer order.
 
         With ``fitting=True`` any non-empty set of layers is accepted; otherwise the layer names and per-sample
@@ -166,7 +168,9 @@ class FeatureDetector(ABC):
                 if key not in self._layer_shapes:
                     close = difflib.get_close_matches(str(key), known, n=3, cutoff=0.5)
                     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                    raise ValueError(f"{name} has unknown layer {key!r}, not seen at fit() (fitted layers: {known}).{hint}")
+                    raise ValueError(
+                        f"{name} has unknown layer {key!r}, not seen at fit() (fitted layers: {known}).{hint}"
+                    )
             missing = [k for k in known if k not in features]
             if missing:
                 raise ValueError(f"{name} is missing layer(s) {missing} that the detector was fitted on.")
@@ -202,7 +206,11 @@ class FeatureDetector(ABC):
             if not fitting:
                 expected = self._layer_shapes[key]
                 got = tuple(f.shape[1:])
-                ok = got == expected if self.reduction != "none" else (len(got) == len(expected) and got[0] == expected[0])
+                ok = (
+                    got == expected
+                    if self.reduction != "none"
+                    else (len(got) == len(expected) and got[0] == expected[0])
+                )
                 if not ok:
                     what = "per-sample shape" if self.reduction != "none" else "channels/spatial rank"
                     raise ValueError(
@@ -246,7 +254,13 @@ class FeatureDetector(ABC):
             raise
         self._fitted = True
 
-    # ------------------------------------------------------------------ scoring
+    # ------------------------------------------------------------------ fitting / scoring
+    @abstractmethod
+    def fit(self, features: Features, labels: torch.Tensor | None = None, **kwargs: Any) -> FeatureDetector:
+        """Fit on clean training ``features`` (``layer -> (N, C, *spatial) or (N, D)``) and their ``(N,)`` class
+        ``labels`` (required by class-conditional methods); method-specific keyword arguments (``adversarial``,
+        ``noisy``, ``num_classes``) are documented by each detector. Returns ``self``."""
+
     @abstractmethod
     def _score_layers(
         self, features: OrderedDict[str, torch.Tensor], pred_labels: torch.Tensor | None
@@ -256,7 +270,9 @@ class FeatureDetector(ABC):
     def _combine(self, per_layer: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack(list(per_layer.values())).mean(0)
 
-    def score_layers(self, features: Features, pred_labels: torch.Tensor | None = None) -> OrderedDict[str, torch.Tensor]:
+    def score_layers(
+        self, features: Features, pred_labels: torch.Tensor | None = None
+    ) -> OrderedDict[str, torch.Tensor]:
         """Per-layer scores ``layer -> (N,)`` (higher = more adversarial), before combining over layers.
 
         Args:
@@ -326,7 +342,9 @@ class FeatureDetector(ABC):
         if state.get("format_version") != _FORMAT_VERSION:
             raise ValueError(f"unsupported detector state format {state.get('format_version')!r}.")
         type(self).__init__(self, **state["config"])
-        self._layer_shapes = OrderedDict((k, tuple(int(s) for s in state["layer_shapes"][k])) for k in state["layer_names"])
+        self._layer_shapes = OrderedDict(
+            (k, tuple(int(s) for s in state["layer_shapes"][k])) for k in state["layer_names"]
+        )
         self._num_classes = state["num_classes"]
         self._tensors = {g: dict(d) for g, d in state["tensors"].items()}
         self._load_extra_state(state["extra"])

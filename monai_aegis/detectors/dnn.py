@@ -148,7 +148,9 @@ class DNNDetector(FeatureDetector):
             head.to(device=like.device, dtype=like.dtype)
         return head
 
-    def fit(self, features: Features, labels: torch.Tensor | None = None, adversarial: Features | None = None) -> DNNDetector:
+    def fit(
+        self, features: Features, labels: torch.Tensor | None = None, adversarial: Features | None = None
+    ) -> DNNDetector:
         """Train one head per layer on clean (0) vs adversarial (1) features.
 
         Args:

@@ -104,7 +104,9 @@ class KernelDensityDetector(FeatureDetector):
         super().__init__(reduction)
         if isinstance(bandwidth, str):
             if bandwidth != "median":
-                raise ValueError(f"bandwidth must be a positive number, a mapping layer -> h or 'median', got {bandwidth!r}.")
+                raise ValueError(
+                    f"bandwidth must be a positive number, a mapping layer -> h or 'median', got {bandwidth!r}."
+                )
         elif isinstance(bandwidth, Mapping):
             bandwidth = {str(k): check_positive(v, f"bandwidth[{k!r}]") for k, v in bandwidth.items()}
         else:
@@ -141,7 +143,9 @@ class KernelDensityDetector(FeatureDetector):
                 unknown = sorted(set(self.bandwidth) - set(feats))
                 missing = [k for k in feats if k not in self.bandwidth]
                 if unknown or missing:
-                    raise ValueError(f"bandwidth mapping must cover exactly the fitted layers; missing {missing}, unknown {unknown}.")
+                    raise ValueError(
+                        f"bandwidth mapping must cover exactly the fitted layers; missing {missing}, unknown {unknown}."
+                    )
             order = torch.argsort(y, stable=True)
             counts = torch.bincount(y, minlength=self._num_classes)
             bandwidths: dict[str, float] = {}
@@ -155,10 +159,15 @@ class KernelDensityDetector(FeatureDetector):
                     h = float(self.bandwidth)
                 bandwidths[layer] = h
                 # per-class centring: precision of the matrix-product distances, and less work at scoring
-                centers = torch.stack([r.mean(0) if r.shape[0] else r.new_zeros(r.shape[1]) for r in ref.split(counts.tolist())])
+                centers = torch.stack(
+                    [r.mean(0) if r.shape[0] else r.new_zeros(r.shape[1]) for r in ref.split(counts.tolist())]
+                )
                 ref = ref - centers.repeat_interleave(counts.to(ref.device), 0)
                 self._tensors[layer] = {
-                    "reference": ref, "reference_sq": (ref * ref).sum(1), "centers": centers, "counts": counts.clone()
+                    "reference": ref,
+                    "reference_sq": (ref * ref).sum(1),
+                    "centers": centers,
+                    "counts": counts.clone(),
                 }
             self._extra = {"bandwidths": bandwidths}
         return self

@@ -15,9 +15,9 @@ adversarial and noisy counterparts against that same clean minibatch. Ma et al. 
 minibatch only; here every query is measured against **all** reference minibatches and the estimates are
 averaged (same expected value, lower variance, and no pairing of adversarial/noisy samples with the clean
 ones needed). The clean training features (in a fixed shuffled order, so minibatches mix classes) are kept
-as the reference set so test samples are scored the same way. ``k`` is clipped to ``batch_size - 1`` as in the original code; Ma et al. tuned ``k`` in ``[10, 40]``
-(default 20). The original code also drops the nearest neighbour of adversarial queries (a self-distance
-shortcut); that is not reproduced.
+as the reference set so test samples are scored the same way. ``k`` is clipped to ``batch_size - 1`` as in the
+original code; Ma et al. tuned ``k`` in ``[10, 40]`` (default 20). The original code also drops the nearest
+neighbour of adversarial queries (a self-distance shortcut); that is not reproduced.
 
 **Scores.** The per-layer LIDs of clean + noisy (negatives) and adversarial (positives) training features train
 a logistic regression (scikit-learn ``LogisticRegression`` on standardised LIDs; Ma et al. used

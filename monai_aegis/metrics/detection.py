@@ -34,7 +34,9 @@ def _as_scores(x: Any, name: str, device: torch.device | None = None) -> torch.T
         try:
             t = torch.as_tensor(np.asarray(x))
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be a tensor, numpy array or sequence of numbers, got {type(x).__name__}.") from e
+            raise TypeError(
+                f"{name} must be a tensor, numpy array or sequence of numbers, got {type(x).__name__}."
+            ) from e
     if t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must hold real-valued scores, got dtype {t.dtype}.")
     if t.ndim == 2 and t.shape[1] == 1:
@@ -59,9 +61,7 @@ def _check_tnr(tnr: float) -> float:
     return v
 
 
-def roc_curve(
-    clean_scores: ScoreArray, adv_scores: ScoreArray, drop_intermediate: bool = True
-) -> tuple[Any, Any, Any]:
+def roc_curve(clean_scores: ScoreArray, adv_scores: ScoreArray, drop_intermediate: bool = True) -> tuple[Any, Any, Any]:
     """ROC curve of adversarial (positive) vs clean (negative) scores, identical to scikit-learn's.
 
     The point ``i`` is ``(fpr[i], tpr[i])`` for the rule "adversarial iff ``score >= thresholds[i]``";
@@ -80,8 +80,10 @@ def roc_curve(
         ValueError: for empty inputs, NaN/Inf scores or non-vector shapes.
     """
     tensor_in = isinstance(clean_scores, torch.Tensor) or isinstance(adv_scores, torch.Tensor)
-    device = clean_scores.device if isinstance(clean_scores, torch.Tensor) else (
-        adv_scores.device if isinstance(adv_scores, torch.Tensor) else None
+    device = (
+        clean_scores.device
+        if isinstance(clean_scores, torch.Tensor)
+        else (adv_scores.device if isinstance(adv_scores, torch.Tensor) else None)
     )
     neg = _as_scores(clean_scores, "clean_scores", device)
     pos = _as_scores(adv_scores, "adv_scores", neg.device)

@@ -55,7 +55,12 @@ def test_save_load_round_trip(name, synthetic, tmp_path):
     det.save(path)
     state = torch.load(path, weights_only=True)  # plain tensors and Python types only
     assert state["detector"] == name and state["layer_names"] == ["block", "head"]
-    for loaded in (load_detector(path), type(det).load(path), FeatureDetector.load(path), load_detector(det.state_dict())):
+    for loaded in (
+        load_detector(path),
+        type(det).load(path),
+        FeatureDetector.load(path),
+        load_detector(det.state_dict()),
+    ):
         assert type(loaded) is type(det) and loaded.fitted
         assert loaded.get_config() == det.get_config()
         assert torch.equal(loaded.score(test, pred), expected)
@@ -120,7 +125,9 @@ def test_input_errors(name, synthetic):
         det.score({"block": test["block"], "heads": test["head"]}, pred)
     with pytest.raises(ValueError, match=r"missing layer\(s\) \['head'\]"):
         det.score({"block": test["block"]}, pred)
-    with pytest.raises(ValueError, match=r"features\['head'\] has per-sample shape \(5,\)|features\['head'\] has channels"):
+    with pytest.raises(
+        ValueError, match=r"features\['head'\] has per-sample shape \(5,\)|features\['head'\] has channels"
+    ):
         det.score({"block": test["block"], "head": test["head"][:, :5]}, pred)
     with pytest.raises(ValueError, match="same number of samples"):
         det.score({"block": test["block"], "head": test["head"][:7]}, pred)

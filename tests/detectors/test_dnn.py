@@ -7,7 +7,12 @@ from monai_aegis.metrics import detection_auroc
 
 @pytest.mark.parametrize(
     "shape, first_layer",
-    [((12,), torch.nn.Linear), ((4, 9), torch.nn.Conv1d), ((4, 6, 6), torch.nn.Conv2d), ((3, 4, 5, 5), torch.nn.Conv3d)],
+    [
+        ((12,), torch.nn.Linear),
+        ((4, 9), torch.nn.Conv1d),
+        ((4, 6, 6), torch.nn.Conv2d),
+        ((3, 4, 5, 5), torch.nn.Conv3d),
+    ],
 )
 def test_heads_sized_from_shapes(shape, first_layer):
     head = build_detector_head(shape)
@@ -23,7 +28,9 @@ def test_heads_sized_from_shapes(shape, first_layer):
 def _fit(synthetic, kind="between", seed=0, epochs=30, reduction="none"):
     feats, y = synthetic(256)
     adv, _ = synthetic(256, kind, seed=5)
-    return DNNDetector(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, reduction=reduction).fit(feats, y, adversarial=adv)
+    return DNNDetector(epochs=epochs, batch_size=64, lr=3e-3, seed=seed, reduction=reduction).fit(
+        feats, y, adversarial=adv
+    )
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean"])

@@ -41,7 +41,14 @@ def test_minibatch_lid_matches_sklearn():
     q = torch.randn(30, 5, generator=g, dtype=torch.float64) * 1.5
     k = 10
     expected = np.mean(
-        [_mle_numpy(neighbors.NearestNeighbors(n_neighbors=k).fit(ref[b * 100 : (b + 1) * 100].numpy()).kneighbors(q.numpy())[0]) for b in range(2)],
+        [
+            _mle_numpy(
+                neighbors.NearestNeighbors(n_neighbors=k)
+                .fit(ref[b * 100 : (b + 1) * 100].numpy())
+                .kneighbors(q.numpy())[0]
+            )
+            for b in range(2)
+        ],
         axis=0,
     )
     np.testing.assert_allclose(minibatch_lid(q, ref, k, 100, chunk_size=7).numpy(), expected, rtol=1e-10)

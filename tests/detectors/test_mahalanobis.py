@@ -27,7 +27,9 @@ def test_tied_covariance_matches_sklearn():
     for c in range(3):
         torch.testing.assert_close(means[c], x[y == c].mean(0))
     xc = (x - means[y]).numpy()
-    np.testing.assert_allclose(cov.numpy(), covariance.EmpiricalCovariance().fit(xc).covariance_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        cov.numpy(), covariance.EmpiricalCovariance().fit(xc).covariance_, rtol=1e-12, atol=1e-12
+    )
     _, cov_lw = class_conditional_gaussian(x, y, 3, covariance="ledoit_wolf")
     lw = covariance.LedoitWolf().fit(xc)
     np.testing.assert_allclose(cov_lw.numpy(), lw.covariance_, rtol=1e-12, atol=1e-12)

@@ -24,7 +24,9 @@ def test_auroc_matches_sklearn(seed):
     y, s = _labels_scores(clean, adv)
     expected = sk_metrics.roc_auc_score(y, s)
     assert detection_auroc(clean, adv) == pytest.approx(expected, abs=1e-12)
-    assert detection_auroc(torch.tensor(clean), torch.tensor(adv, dtype=torch.float32)) == pytest.approx(expected, abs=1e-12)
+    assert detection_auroc(torch.tensor(clean), torch.tensor(adv, dtype=torch.float32)) == pytest.approx(
+        expected, abs=1e-12
+    )
     # continuous scores too
     rng = np.random.default_rng(seed)
     c, a = rng.normal(size=200), rng.normal(0.7, size=150)
