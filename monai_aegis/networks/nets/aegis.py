@@ -1,0 +1,272 @@
+"""AegisWrapper: Cushion -> classifier -> hooked features -> Shield of the predicted class -> accept / reject."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...utils.io import atomic_torch_save, safe_torch_load
+from ...utils.validation import check_image_batch
+from ..hooks import FeatureHooks, resolve_layer_names
+from .shield import Shield
+
+__all__ = ["AegisWrapper", "iterate_images"]
+
+_FORMAT = "monai_aegis.AegisWrapper/1"
+
+
+def iterate_images(data: Any, batch_size: int = 32, image_key: str = "image") -> Iterable[torch.Tensor]:
+    """Yield image batches from a ``(N, C, *spatial)`` tensor (chunked), or from an iterable of batches that are
+    tensors, ``(image, label)`` tuples or MONAI dictionaries (``image_key``), e.g. a ``DataLoader``."""
+    if isinstance(data, torch.Tensor):
+        yield from data.split(int(batch_size))
+        return
+    for batch in data:
+        if isinstance(batch, Mapping):
+            if image_key not in batch:
+                raise KeyError(f"batch has no key {image_key!r}; keys are {list(batch)}.")
+            batch = batch[image_key]
+        elif isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f"expected image batches as tensors, got {type(batch).__name__}.")
+        yield batch
+
+
+class AegisWrapper(nn.Module):
+    """Wrap a (hospital) classifier with the Medical Aegis defence.
+
+    ``forward(x)`` returns the classifier's logits on the cushioned input, so the wrapper drops into MONAI
+    inferers, metrics and ``CheckpointSaver`` unchanged. :meth:`screen` additionally runs the Shield on the
+    hooked features of the same forward pass and returns accept/reject decisions. With neither Shield nor
+    Cushion the wrapper reproduces the classifier exactly.
+
+    Inputs are images in the range the Cushion expects (``[0, 1]``); put any further normalisation the
+    classifier needs (e.g. ImageNet mean/std) inside ``classifier`` so the Cushion sees image intensities.
+
+    Args:
+        classifier: the frozen classifier; ``forward`` returns ``(B, Y)`` logits.
+        shield: a :class:`~monai_aegis.networks.Shield` trained on this classifier's features, or ``None``.
+        layer_names: hooked layers (default: the Shield's ``layer_names``).
+        cushion: an ``nn.Module`` (e.g. ``CushionLayer``), a preset name such as ``"jpeg80"``, or ``None``.
+        threshold: reject threshold on the Shield's clean logit, a float or a ``(Y,)`` tensor (per predicted
+            class); usually set by :meth:`calibrate`. Samples with ``clean logit >= threshold`` are accepted.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        shield: Shield | None = None,
+        layer_names: Sequence[str] | str | None = None,
+        cushion: nn.Module | str | None = None,
+        threshold: float | torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.shield = shield
+        if isinstance(cushion, str):
+            from ..layers import cushion_from_name
+
+            cushion = cushion_from_name(cushion)
+        self.cushion = cushion
+        if shield is not None:
+            names = shield.layer_names if layer_names is None else resolve_layer_names(classifier, layer_names)
+            if tuple(names) != tuple(shield.layer_names):
+                raise ValueError(f"layer_names {list(names)} differ from the Shield's layers {list(shield.layer_names)}.")
+            self.layer_names: tuple[str, ...] = resolve_layer_names(classifier, names)
+        else:
+            self.layer_names = resolve_layer_names(classifier, layer_names) if layer_names is not None else ()
+        self.register_buffer("threshold", torch.empty(0))
+        self.calibration: dict[str, Any] = {}
+        if threshold is not None:
+            self.set_threshold(threshold)
+
+    # ------------------------------------------------------------------ forward paths
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the Cushion (identity without one)."""
+        return x if self.cushion is None else self.cushion(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.preprocess(x))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One cushioned forward pass returning ``(logits, features)`` of the hooked layers."""
+        if not self.layer_names:
+            return self.forward(x), {}
+        logits, feats = FeatureHooks(self.classifier, self.layer_names).run(self.preprocess(x))
+        return logits, feats
+
+    def set_threshold(self, threshold: float | torch.Tensor) -> None:
+        t = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
+        if self.shield is not None and t.numel() not in (1, self.shield.num_classes):
+            raise ValueError(f"threshold must be a scalar or have {self.shield.num_classes} entries, got {t.numel()}.")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError("threshold must be finite.")
+        self.threshold = t.to(self.threshold.device)
+
+    def screen(self, x: torch.Tensor, check_input: bool = True) -> dict[str, torch.Tensor]:
+        """Classify and screen a batch.
+
+        Returns:
+            dict with ``logits`` ``(B, Y)``, ``probs``, ``pred`` ``(B,)``, ``shield_logits`` ``(B, Y)``,
+            ``shield_logit`` (clean logit of the predicted class), ``score`` (``-shield_logit``, higher = more
+            adversarial), ``threshold`` (per sample) and ``accept`` (bool). Without a Shield every sample is
+            accepted and the Shield entries are absent.
+
+        Raises:
+            RuntimeError: when a Shield is present but no threshold was set (call :meth:`calibrate`).
+        """
+        if check_input:
+            check_image_batch(x, "x", value_range=(0.0, 1.0) if self.cushion is not None else None)
+        logits, feats = self.forward_features(x)
+        pred = logits.argmax(1)
+        out = {"logits": logits, "probs": logits.softmax(1), "pred": pred}
+        if self.shield is None:
+            out["accept"] = torch.ones_like(pred, dtype=torch.bool)
+            return out
+        if self.threshold.numel() == 0:
+            raise RuntimeError("AegisWrapper has no reject threshold: call calibrate(clean_data) or set_threshold().")
+        s_all = self.shield(feats)
+        s = Shield.select(s_all, pred)
+        thr = self.threshold.to(s)
+        thr = thr.expand(s.shape[0]) if thr.numel() == 1 else thr[pred]
+        out.update(shield_logits=s_all, shield_logit=s, score=-s, threshold=thr, accept=s >= thr)
+        return out
+
+    # ------------------------------------------------------------------ calibration
+    @torch.no_grad()
+    def shield_scores(self, data: Any, batch_size: int = 32, image_key: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean logits of the predicted class and the predictions over a dataset: ``(scores (N,), pred (N,))``."""
+        if self.shield is None:
+            raise RuntimeError("AegisWrapper has no Shield to score with.")
+        was_training = self.training
+        self.eval()
+        scores, preds = [], []
+        try:
+            for xb in iterate_images(data, batch_size, image_key):
+                device = next(self.classifier.parameters()).device
+                logits, feats = self.forward_features(xb.to(device))
+                pred = logits.argmax(1)
+                scores.append(Shield.select(self.shield(feats), pred).float().cpu())
+                preds.append(pred.cpu())
+        finally:
+            self.train(was_training)
+        if not scores:
+            raise ValueError("calibration data is empty.")
+        return torch.cat(scores), torch.cat(preds)
+
+    def calibrate(
+        self,
+        clean_data: Any,
+        tnr: float = 0.9,
+        per_class: bool = True,
+        min_per_class: int = 20,
+        batch_size: int = 32,
+        image_key: str = "image",
+    ) -> torch.Tensor:
+        """Set the reject threshold so that a fraction ``tnr`` of clean images is accepted.
+
+        Per predicted class by default: each class's clean logits have their own scale, and one global threshold
+        over all heads can accept far more than ``tnr`` of one class and far less of another. A class with fewer
+        than ``min_per_class`` clean predictions falls back to the global threshold (recorded in
+        :attr:`calibration`).
+
+        Args:
+            clean_data: clean images (held-out, not the Shield's training data): a tensor or an iterable of batches.
+            tnr: target true-negative rate (fraction of clean images accepted), in (0, 1).
+            per_class: one threshold per predicted class (default) or one global threshold.
+
+        Returns:
+            the threshold tensor (``(Y,)`` per class, ``(1,)`` global).
+        """
+        from ...metrics import threshold_at_tnr
+
+        if not 0.0 < float(tnr) < 1.0:
+            raise ValueError(f"tnr must lie in (0, 1), got {tnr}.")
+        scores, pred = self.shield_scores(clean_data, batch_size, image_key)
+        # Detection convention: score = -clean logit (higher = more adversarial); reject when score > t.
+        global_t = -threshold_at_tnr(-scores, tnr)
+        info: dict[str, Any] = {"tnr": float(tnr), "per_class": bool(per_class), "n": int(scores.numel()),
+                                "fallback_classes": []}
+        if per_class:
+            assert self.shield is not None
+            thr = torch.full((self.shield.num_classes,), float(global_t))
+            for y in range(self.shield.num_classes):
+                sel = scores[pred == y]
+                if sel.numel() >= min_per_class:
+                    thr[y] = -threshold_at_tnr(-sel, tnr)
+                else:
+                    info["fallback_classes"].append(y)
+        else:
+            thr = torch.tensor([float(global_t)])
+        self.set_threshold(thr)
+        accepted = (scores >= (thr[pred] if thr.numel() > 1 else thr)).float().mean()
+        info["accepted_fraction"] = float(accepted)
+        self.calibration = info
+        return self.threshold.clone()
+
+    # ------------------------------------------------------------------ persistence
+    def _cushion_spec(self) -> Any:
+        if self.cushion is None:
+            return None
+        get_config = getattr(self.cushion, "get_config", None)
+        if get_config is None:
+            raise ValueError(
+                f"cannot save cushion {type(self.cushion).__name__}: it has no get_config(); "
+                "use a CushionLayer or save the cushion separately."
+            )
+        return get_config()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomically save classifier weights, Shield weights and config, cushion config and thresholds.
+
+        The file holds tensors and plain Python values only, so :meth:`load` reads it with ``weights_only=True``.
+        """
+        atomic_torch_save(
+            {
+                "format": _FORMAT,
+                "layer_names": list(self.layer_names),
+                "classifier_state": self.classifier.state_dict(),
+                "shield_config": None if self.shield is None else self.shield.get_config(),
+                "shield_state": None if self.shield is None else self.shield.state_dict(),
+                "cushion": self._cushion_spec(),
+                "threshold": self.threshold.detach().cpu(),
+                "calibration": dict(self.calibration),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, classifier: nn.Module, map_location: Any = "cpu") -> AegisWrapper:
+        """Rebuild a saved wrapper around ``classifier`` (an instance of the saved architecture; its weights are
+        replaced by the saved ones).
+
+        Raises:
+            FileNotFoundError: when ``path`` does not exist.
+            ValueError: when the file is not an AegisWrapper checkpoint or does not match ``classifier``.
+        """
+        ckpt = safe_torch_load(path, map_location=map_location)
+        if not isinstance(ckpt, Mapping) or ckpt.get("format") != _FORMAT:
+            raise ValueError(f"'{path}' is not an AegisWrapper checkpoint (format {_FORMAT}).")
+        try:
+            classifier.load_state_dict(ckpt["classifier_state"])
+        except RuntimeError as e:
+            raise ValueError(f"classifier does not match the weights saved in '{path}': {e}") from e
+        shield = None
+        if ckpt["shield_config"] is not None:
+            shield = Shield.from_config(ckpt["shield_config"])
+            shield.load_state_dict(ckpt["shield_state"])
+        cushion = None
+        if ckpt["cushion"] is not None:
+            from ..layers import cushion_from_config
+
+            cushion = cushion_from_config(ckpt["cushion"])
+        wrapper = cls(classifier, shield, ckpt["layer_names"] or None, cushion)
+        if ckpt["threshold"].numel():
+            wrapper.set_threshold(ckpt["threshold"])
+        wrapper.calibration = dict(ckpt.get("calibration", {}))
+        return wrapper.to(next(iter(classifier.parameters())).device)
