@@ -58,6 +58,7 @@ from .presets import (
     WB_d,
     WhiteBox,
     WhiteBoxDecay,
+    make_aegis_attack,
     make_attack,
 )
 from .steps import (
@@ -136,6 +137,7 @@ __all__ = [
     "is_success",
     "l2_norm",
     "linf_norm",
+    "make_aegis_attack",
     "make_attack",
     "make_threat",
 ]

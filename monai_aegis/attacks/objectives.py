@@ -290,10 +290,10 @@ def _detector_layer_names(detector: nn.Module, layer_names: Sequence[str] | str 
 
 
 def _thresholds(threshold: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(threshold, dtype=torch.float32)
-    if t.ndim > 1 or not bool(torch.isfinite(t).all()):
+    t = torch.as_tensor(threshold, dtype=torch.float32).detach()
+    if t.ndim > 1 or t.numel() == 0 or not bool(torch.isfinite(t).all()):
         raise ValueError("threshold must be a finite float or a (num_classes,) tensor of floats.")
-    return t
+    return t.reshape(()) if t.numel() == 1 else t
 
 
 class DetectorLogit(Objective):

@@ -79,6 +79,7 @@ __all__ = [
     "TransferAttack",
     "ATTACK_NAMES",
     "make_attack",
+    "make_aegis_attack",
 ]
 
 #: the paper's L-inf budget (16 grey levels of 256) and L2 budget
@@ -443,3 +444,36 @@ def make_attack(name: str, model: nn.Module, **overrides: Any) -> Attack:
         hint = f" Did you mean {', '.join(repr(_REGISTRY[c][0]) for c in close)}?" if close else ""
         raise ValueError(f"unknown attack {name!r}.{hint} Available: {', '.join(ATTACK_NAMES)}.")
     return _REGISTRY[key][1](model, **overrides)
+
+
+#: attacks that take the detector itself (the others get it as a ``detector_gate`` for judging only)
+_DETECTOR_ATTACKS = ("wb", "wbd", "spgd", "opgd")
+
+
+def make_aegis_attack(name: str, aegis: nn.Module, **overrides: Any) -> Attack:
+    """Build a named attack on a defended model (an :class:`~monai_aegis.networks.AegisWrapper`): the attack
+    sees the classifier through the wrapper's Cushion (``preprocess``, differentiated with its BPDA backward);
+    WB, WB_d, SPGD and OPGD also attack its Shield with the wrapper's reject threshold; every other attack gets the
+    Shield as a ``detector_gate``, so its result reports ``accepted`` and ``success_undetected``.
+
+    Args:
+        name: a registry name (see :func:`make_attack`).
+        aegis: an object with ``classifier``, ``cushion``, ``shield`` and ``threshold`` attributes.
+        **overrides: passed on (they win over the wrapper's parts).
+
+    Raises:
+        ValueError: for an unknown name, or a detector attack on a wrapper without Shield or threshold.
+    """
+    key = _key(name)
+    shield = getattr(aegis, "shield", None)
+    thr = getattr(aegis, "threshold", None)
+    thr = None if thr is None or (isinstance(thr, torch.Tensor) and thr.numel() == 0) else thr
+    kw: dict[str, Any] = {"preprocess": getattr(aegis, "cushion", None)}
+    if key in _DETECTOR_ATTACKS:
+        if shield is None or thr is None:
+            raise ValueError(f"{name} attacks the Shield: the wrapper needs a Shield and a threshold (calibrate it).")
+        kw.update(detector=shield, threshold=thr)
+    elif shield is not None and thr is not None:
+        kw["detector_gate"] = DetectorGate(shield, thr)
+    kw.update(overrides)
+    return make_attack(name, aegis.classifier, **kw)
