@@ -42,6 +42,7 @@ class CarliniWagnerL2(Attack):
             ``steps // 10`` steps.
         preprocess: preprocessing stage differentiated through (BPDA cushion).
         detector_gate: optional gate; success then also requires acceptance.
+        memory_format: see :class:`~.engine.Attack`.
 
     ``result.info`` holds ``"c"`` (the final constants) and ``"best_l2_history"`` (``(binary_search_steps, B)``,
     the best L2 found after each constant, ``inf`` while none).
@@ -60,10 +61,12 @@ class CarliniWagnerL2(Attack):
         abort_early: bool = True,
         preprocess: nn.Module | None = None,
         detector_gate: DetectorGate | None = None,
+        memory_format: str = "auto",
     ) -> None:
         if clip is None or not all(abs(float(c)) < float("inf") for c in clip):
             raise ValueError("CarliniWagnerL2 needs a finite clip range for its tanh box.")
-        super().__init__(model, preprocess=preprocess, clip=clip, detector_gate=detector_gate)
+        super().__init__(model, preprocess=preprocess, clip=clip, detector_gate=detector_gate,
+                         memory_format=memory_format)
         self.initial_c = check_positive(initial_c, "initial_c")
         for name, v in (("binary_search_steps", binary_search_steps), ("steps", steps)):
             if int(v) != v or int(v) < 1:

@@ -187,7 +187,8 @@ class LinfBall(ThreatModel):
     def random_init(
         self, x0: torch.Tensor, mask: torch.Tensor | None, bounds: object = None, surface: bool = False
     ) -> torch.Tensor:
-        t = torch.empty_like(x0).uniform_(-self.eps, self.eps)
+        # drawn in the logical (contiguous) order, so a seed gives the same start whatever x0's memory layout
+        t = torch.empty(x0.shape, dtype=x0.dtype, device=x0.device).uniform_(-self.eps, self.eps)
         if surface:  # scale so that the largest coordinate sits on the boundary
             t = t * (self.eps / linf_norm(t).clamp_min(1e-12)).reshape(-1, *([1] * (x0.ndim - 1)))
         return self.project(x0, x0 + t, mask, bounds)
@@ -224,7 +225,7 @@ class L2Ball(ThreatModel):
     def random_init(
         self, x0: torch.Tensor, mask: torch.Tensor | None, bounds: object = None, surface: bool = False
     ) -> torch.Tensor:
-        d = torch.randn_like(x0)
+        d = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)  # logical order, see LinfBall
         if mask is not None:
             d = d * mask
         n = l2_norm(d).clamp_min(1e-12)

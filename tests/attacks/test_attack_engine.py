@@ -355,3 +355,53 @@ def test_untargeted_default_labels_are_clean_predictions(trained):
         pred = model(x).argmax(1)
     assert torch.equal(res.success, res.predictions != pred)
     assert res.targeted is False and PGD(model, steps=1)(x, y, (y + 1) % 3).targeted is True
+
+
+class _ViewNet(nn.Module):
+    """Breaks on channels-last input (``.view`` needs contiguous memory)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        return self.fc(x.view(x.shape[0], -1))
+
+
+class _RawMemoryNet(nn.Module):
+    """Silently wrong on channels-last input: reads raw memory as if it were NCHW (like a careless custom op)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        raw = torch.as_strided(x, x.shape, (x[0].numel(), 64, 8, 1))
+        return self.fc(raw.reshape(x.shape[0], -1))
+
+
+def test_memory_format_auto_uses_channels_last_only_when_logits_agree(trained):
+    model, x, y = trained
+    attack = PGD(model, steps=3)
+    rng = torch.get_rng_state()
+    assert attack._use_channels_last(x) is True  # a conv net: same logits in both layouts
+    assert torch.equal(torch.get_rng_state(), rng)  # the check consumes no randomness
+    torch.manual_seed(0)
+    fast = PGD(model, steps=5)(x, y)
+    torch.manual_seed(0)
+    plain = PGD(model, steps=5, memory_format="preserve")(x, y)
+    assert fast.x_adv.is_contiguous()  # the result keeps the input's layout
+    assert float((fast.x_adv != plain.x_adv).float().mean()) < 0.01  # float rounding only
+    assert torch.equal(fast.success, plain.success)
+    xs = torch.rand(4, 3, 8, 8)
+    for net in (_ViewNet(), _RawMemoryNet()):
+        assert PGD(net, steps=1)._use_channels_last(xs) is False
+        torch.manual_seed(0)
+        a = PGD(net, steps=2)(xs)
+        torch.manual_seed(0)
+        b = PGD(net, steps=2, memory_format="preserve")(xs)
+        assert torch.equal(a.x_adv, b.x_adv)
+    assert PGD(model, memory_format="channels_last")._use_channels_last(x.double())
+    assert not PGD(model)._use_channels_last(x.double())  # auto: float32 CPU only
+    with pytest.raises(ValueError, match="memory_format"):
+        PGD(model, memory_format="nhwc")
