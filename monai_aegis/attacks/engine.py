@@ -285,7 +285,11 @@ class Attack:
         """Logits (and hooked features) of ``model(preprocess(x))``."""
         if hooks is not None:
             hooks.clear()
-        z = self.preprocess(x) if self.preprocess is not None else x
+        z = x
+        if self.preprocess is not None:
+            z = self.preprocess(x)
+            if z.ndim == x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                z = z.contiguous(memory_format=torch.channels_last)  # the classifier sees the attack's layout
         logits = self.model(z)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

@@ -405,3 +405,17 @@ def test_memory_format_auto_uses_channels_last_only_when_logits_agree(trained):
     assert not PGD(model)._use_channels_last(x.double())  # auto: float32 CPU only
     with pytest.raises(ValueError, match="memory_format"):
         PGD(model, memory_format="nhwc")
+
+
+def test_classifier_sees_the_attack_layout_after_preprocessing(trained):
+    model, x, y = trained
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    try:
+        PGD(model, steps=2, preprocess=StraightThroughQuantizer())(x, y)  # the quantiser returns NCHW
+        assert seen and not any(seen[-3:])  # steps and final forward ran channels-last
+        seen.clear()
+        PGD(model, steps=2, preprocess=StraightThroughQuantizer(), memory_format="preserve")(x, y)
+        assert all(seen)
+    finally:
+        handle.remove()
