@@ -407,15 +407,20 @@ def test_memory_format_auto_uses_channels_last_only_when_logits_agree(trained):
         PGD(model, memory_format="nhwc")
 
 
+class _ContiguousQuantizer(nn.Module):
+    def forward(self, x):
+        return _Quantize.apply(x).contiguous()  # NCHW out, whatever comes in
+
+
 def test_classifier_sees_the_attack_layout_after_preprocessing(trained):
     model, x, y = trained
     seen = []
     handle = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
     try:
-        PGD(model, steps=2, preprocess=StraightThroughQuantizer())(x, y)  # the quantiser returns NCHW
+        PGD(model, steps=2, preprocess=_ContiguousQuantizer())(x, y)
         assert seen and not any(seen[-3:])  # steps and final forward ran channels-last
         seen.clear()
-        PGD(model, steps=2, preprocess=StraightThroughQuantizer(), memory_format="preserve")(x, y)
+        PGD(model, steps=2, preprocess=_ContiguousQuantizer(), memory_format="preserve")(x, y)
         assert all(seen)
     finally:
         handle.remove()
