@@ -104,7 +104,7 @@ def main() -> None:
         args.steps, lambda n: PGD(model, eps=EPS, steps=n, step_size=ALPHA)(x, y, target))
     x_cl = x.contiguous(memory_format=torch.channels_last)
     runs["(a') floor, channels-last input (ours' default layout on CPU)"] = (
-        args.steps, lambda n: floor_pgd(model, x_cl, target, n))
+        args.lib_steps, lambda n: floor_pgd(model, x_cl, target, n))
     runs["(b') ours, memory_format='preserve'"] = (
         args.steps, lambda n: PGD(model, eps=EPS, steps=n, step_size=ALPHA, memory_format="preserve")(x, y, target))
     runs["(a+c) floor through cushion"] = (args.steps, lambda n: floor_pgd(model, x, target, n, cushion))
@@ -171,15 +171,18 @@ def main() -> None:
     for _, fn in runs.values():  # warm-up
         fn(2)
     times: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.repeats):
         for name, (n, fn) in runs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(n)
             times[name].append((time.perf_counter() - t0) / n)
+            cpu[name].append((time.process_time() - c0) / n)
     total = time.perf_counter() - t_start
     load1 = os.getloadavg()
 
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     floor = med["(a) floor: minimal loop"]
     ours = med["(b) ours: monai_aegis PGD"]
     floor_c = med["(a+c) floor through cushion"]
@@ -188,17 +191,23 @@ def main() -> None:
     print(f"## Targeted PGD-Linf, ResNet-18 (2 classes), batch ({args.batch}, 3, {args.size}, {args.size}), "
           f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"\ncushion: {cushion_name}; median of {args.repeats} interleaved repeats after warm-up; "
-          f"load average {load0[0]:.2f} -> {load1[0]:.2f} (1 min); total {total:.0f} s\n")
-    print("| method | steps per call | s / step (median) | min / max | vs floor | vs ours |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"load average {load0[0]:.2f} -> {load1[0]:.2f} (1 min); total {total:.0f} s. "
+          "CPU s = process CPU time (all threads) per step: unlike wall time it does not count time the machine's "
+          "other tenants hold the cores.\n")
+    print("| method | steps per call | s / step (median) | min / max | vs floor | vs ours | CPU s / step (median) "
+          "| CPU vs floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (n, _) in runs.items():
         m = med[name]
-        ref_floor = floor_c if "cushion" in name or "Jpeg" in name else floor
+        ref_floor = floor_c if "cushion" in name or "Jpeg" in name else floor  # noqa: SIM108
         ref_ours = ours_c if "cushion" in name or "Jpeg" in name else ours
         alone = " alone" in name
         vs_floor = "-" if alone else f"{m / ref_floor:.3f}x"
         vs_ours = "-" if alone else f"{m / ref_ours:.2f}x"
-        print(f"| {name} | {n} | {m:.4f} | {min(times[name]):.4f} / {max(times[name]):.4f} | {vs_floor} | {vs_ours} |")
+        ref_cpu = cpu_med["(a+c) floor through cushion" if ref_floor is floor_c else "(a) floor: minimal loop"]
+        cpu_vs = "-" if alone else f"{cpu_med[name] / ref_cpu:.3f}x"
+        print(f"| {name} | {n} | {m:.4f} | {min(times[name]):.4f} / {max(times[name]):.4f} | {vs_floor} | {vs_ours} "
+              f"| {cpu_med[name]:.3f} | {cpu_vs} |")
     print("\nTargets:")
     print(f"- ours / floor = {ours / floor:.3f} (target <= 1.05)")
     fwd = med["evaluation forward alone (no grad)"]

@@ -133,12 +133,14 @@ def test_l2_attacks_stay_in_ball(trained, name):
     assert float(out.x_adv.min()) >= 0 and float(out.x_adv.max()) <= 1
 
 
-def test_custom_clip_range_and_mask(trained):
+@pytest.mark.parametrize("memory_format", ["preserve", "channels_last"])
+def test_custom_clip_range_and_mask(trained, memory_format):
     model, x, y = trained
     xs = x * 2 - 1  # data in [-1, 1]; the attack must not clip it back to [0, 1]
     mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
     mask[..., 4:12, 4:12] = True
-    res = PGD(model, eps=0.2, steps=5, clip=(-1.0, 1.0), mask=mask)(xs, y)
+    res = PGD(model, eps=0.2, steps=5, clip=(-1.0, 1.0), mask=mask, memory_format=memory_format)(xs, y)
+    assert res.x_adv.is_contiguous()
     assert float(res.x_adv.min()) >= -1 and float(res.x_adv.max()) <= 1
     assert float(res.x_adv.min()) < 0  # not clipped to [0, 1]
     assert float(res.linf.max()) <= 0.2
@@ -362,7 +364,7 @@ class _ViewNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(3 * 8 * 8, 2)
+        self.fc = nn.Linear(3 * 128 * 128, 2)
 
     def forward(self, x):
         return self.fc(x.view(x.shape[0], -1))
@@ -373,15 +375,17 @@ class _RawMemoryNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(3 * 8 * 8, 2)
+        self.fc = nn.Linear(3 * 128 * 128, 2)
 
     def forward(self, x):
-        raw = torch.as_strided(x, x.shape, (x[0].numel(), 64, 8, 1))
+        raw = torch.as_strided(x, x.shape, (x[0].numel(), 128 * 128, 128, 1))
         return self.fc(raw.reshape(x.shape[0], -1))
 
 
 def test_memory_format_auto_uses_channels_last_only_when_logits_agree(trained):
     model, x, y = trained
+    assert PGD(model)._use_channels_last(x) is False  # 16 x 16: too small to gain
+    x = F.interpolate(x, size=128, mode="nearest")  # large enough for "auto"
     attack = PGD(model, steps=3)
     rng = torch.get_rng_state()
     assert attack._use_channels_last(x) is True  # a conv net: same logits in both layouts
@@ -393,7 +397,7 @@ def test_memory_format_auto_uses_channels_last_only_when_logits_agree(trained):
     assert fast.x_adv.is_contiguous()  # the result keeps the input's layout
     assert float((fast.x_adv != plain.x_adv).float().mean()) < 0.01  # float rounding only
     assert torch.equal(fast.success, plain.success)
-    xs = torch.rand(4, 3, 8, 8)
+    xs = torch.rand(4, 3, 128, 128)
     for net in (_ViewNet(), _RawMemoryNet()):
         assert PGD(net, steps=1)._use_channels_last(xs) is False
         torch.manual_seed(0)
@@ -414,6 +418,8 @@ class _ContiguousQuantizer(nn.Module):
 
 def test_classifier_sees_the_attack_layout_after_preprocessing(trained):
     model, x, y = trained
+    x = F.interpolate(x[:4], size=128, mode="nearest")
+    y = y[:4]
     seen = []
     handle = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
     try:
