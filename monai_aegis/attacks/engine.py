@@ -124,8 +124,8 @@ class _Candidate:
         )
 
     def index(self, idx: torch.Tensor) -> _Candidate:
-        return _Candidate(*(None if t is None else t[idx] for t in (self.x, self.value, self.success, self.logits,
-                                                                      self.accepted, self.scores)))
+        fields = (self.x, self.value, self.success, self.logits, self.accepted, self.scores)
+        return _Candidate(*(None if t is None else t[idx] for t in fields))
 
     def put(self, idx: torch.Tensor, other: _Candidate) -> None:
         for name in ("x", "value", "success", "logits", "accepted", "scores"):
@@ -147,9 +147,9 @@ class Attack:
             when the detector also accepts it (for choosing iterates), and the result reports ``accepted``.
         memory_format: layout of the batch inside the attack (the result has the input's layout).
             ``"channels_last"`` runs the attack on an NHWC/NDHWC copy -- convolutional nets on CPU run their
-            forward + backward 7-20 % faster that way at 128 px and more (oneDNN), without touching the model. ``"auto"``
-            (default) does so for float32 4-D CPU batches with more than one channel once a check on two samples
-            (both layouts, same RNG state, no RNG consumed) shows identical logits up to float rounding, for
+            forward + backward 7-20 % faster that way at 128 px and more (oneDNN), without touching the model.
+            ``"auto"`` (default) does so for float32 4-D CPU batches with more than one channel once a check on two
+            samples (both layouts, same RNG state, no RNG consumed) shows identical logits up to float rounding, for
             images of at least 128 x 128 pixels (smaller ones run faster in NCHW); the verdict is cached per model
             and preprocessing stage, and any failure falls back to ``"preserve"`` (the input's layout).
     """

@@ -97,7 +97,9 @@ def _objective(loss: str | Objective, kappa: float | None = 0.0) -> Objective:
         return CrossEntropy()
     if key == "cw":
         return CWMargin(kappa)
-    raise ValueError(f"unknown loss {loss!r}; use 'ce', 'cw' or an Objective (DLR is not offered: it needs >= 3 classes).")
+    raise ValueError(
+        f"unknown loss {loss!r}; use 'ce', 'cw' or an Objective (DLR is not offered: it needs >= 3 classes)."
+    )
 
 
 class FGSM(IterativeAttack):

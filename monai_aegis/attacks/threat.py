@@ -17,7 +17,17 @@ import torch
 
 from monai_aegis.utils import check_positive
 
-__all__ = ["ThreatModel", "LinfBall", "L2Ball", "linf_norm", "l2_norm", "unit_l2", "make_threat", "check_mask", "broadcast_mask"]
+__all__ = [
+    "ThreatModel",
+    "LinfBall",
+    "L2Ball",
+    "linf_norm",
+    "l2_norm",
+    "unit_l2",
+    "make_threat",
+    "check_mask",
+    "broadcast_mask",
+]
 
 
 def linf_norm(delta: torch.Tensor) -> torch.Tensor:
