@@ -1,4 +1,8 @@
-"""BPDA (Athalye et al., ICML 2018): run a non-differentiable module forward, differentiate a proxy backward."""
+"""BPDA (Athalye et al., ICML 2018) as an attack preprocessing stage.
+
+The autograd function lives with the Cushion (:func:`monai_aegis.networks.layers.bpda`); this module wraps any
+non-differentiable, shape-preserving module with it.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..networks.layers.cushion import bpda
+
 __all__ = ["BPDAWrapper", "bpda"]
-
-
-class _BPDAFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, forward_fn: Any, backward_fn: Any) -> torch.Tensor:
-        ctx.backward_fn = backward_fn
-        if backward_fn is not None:
-            ctx.save_for_backward(x)
-        with torch.no_grad():
-            out = forward_fn(x)
-        if out.shape != x.shape:
-            raise ValueError(f"BPDA needs a shape-preserving module, got {tuple(x.shape)} -> {tuple(out.shape)}.")
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
-        if ctx.backward_fn is None:  # straight-through: d out / d x := identity
-            return grad_out, None, None
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            xd = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(ctx.backward_fn(xd), xd, grad_out)
-        return g, None, None
-
-
-def bpda(x: torch.Tensor, forward_fn: Any, backward_fn: Any = None) -> torch.Tensor:
-    """``forward_fn(x)`` exactly in the forward pass; in the backward pass the gradient of ``backward_fn``
-    (a differentiable approximation) at ``x``, or the identity when ``backward_fn`` is ``None``."""
-    return _BPDAFunction.apply(x, forward_fn, backward_fn)
 
 
 class BPDAWrapper(nn.Module):

@@ -1,14 +1,34 @@
 from .hooks import LAYER_PRESETS, FeatureHooks, default_layer_names, pool_features, resolve_layer_names
+from .layers import (
+    CUSHION_METHODS,
+    CUSHION_PRESETS,
+    CushionLayer,
+    bpda,
+    cushion_from_config,
+    cushion_from_name,
+    jpeg_compress,
+    reduce_bit_depth,
+    tv_minimize,
+)
 from .nets import AegisWrapper, Shield, feature_shapes, iterate_images
 
 __all__ = [
+    "CUSHION_METHODS",
+    "CUSHION_PRESETS",
     "LAYER_PRESETS",
     "AegisWrapper",
+    "CushionLayer",
     "FeatureHooks",
     "Shield",
+    "bpda",
+    "cushion_from_config",
+    "cushion_from_name",
     "default_layer_names",
     "feature_shapes",
     "iterate_images",
+    "jpeg_compress",
     "pool_features",
+    "reduce_bit_depth",
     "resolve_layer_names",
+    "tv_minimize",
 ]

@@ -6,6 +6,7 @@ argument and the problem, so that bad input never turns into a silent wrong answ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -48,18 +49,25 @@ def check_image_batch(
     if not x.is_floating_point():
         if not allow_integer or x.dtype == torch.bool or x.is_complex():
             raise ValueError(f"{name} must be a floating point tensor, got dtype {x.dtype}.")
-    else:
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or Inf values.")
+        if value_range is not None:
+            check_value_range(x, value_range, name)
+        return
+    # one pass: aminmax propagates NaN and shows +-Inf as an extreme, so it checks finiteness and range together
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} contains NaN or Inf values.")
     if value_range is not None:
-        check_value_range(x, value_range, name)
+        _raise_if_out_of_range(lo, hi, value_range, name)
 
 
 def check_value_range(x: torch.Tensor, value_range: tuple[float, float], name: str = "x", atol: float = 1e-6) -> None:
     """Raise ``ValueError`` if any value of ``x`` lies outside ``value_range`` (inclusive, with ``atol`` slack)."""
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    _raise_if_out_of_range(lo, hi, value_range, name, atol)
+
+
+def _raise_if_out_of_range(lo: float, hi: float, value_range: tuple[float, float], name: str, atol: float = 1e-6) -> None:
     low, high = float(value_range[0]), float(value_range[1])
-    lo, hi = torch.aminmax(x.detach())
-    lo, hi = float(lo), float(hi)
     if lo < low - atol or hi > high + atol:
         raise ValueError(
             f"{name} values must lie in [{low:g}, {high:g}], got min {lo:.6g}, max {hi:.6g}. "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Union
 
@@ -40,6 +40,7 @@ __all__ = [
     "CUSHION_PRESETS",
     "CushionLayer",
     "bpda",
+    "cushion_from_config",
     "cushion_from_name",
     "jpeg_compress",
     "reduce_bit_depth",
@@ -77,17 +78,11 @@ ProxyType = Union[str, Callable[[torch.Tensor], torch.Tensor], None]
 def _check_input(x: torch.Tensor, name: str = "x", scan_values: bool = True) -> None:
     """Validate a ``(B, C, H, W)`` / ``(B, C, D, H, W)`` float batch in ``[0, 1]``.
 
-    A valid batch is recognised with a single ``aminmax`` pass (NaN propagates through it and an Inf shows up as
-    the min or max), which is several times cheaper than a separate finiteness pass on large batches. Anything
-    that is not proven valid goes to :func:`monai_aegis.utils.check_image_batch`, which raises the precise error.
-    With ``scan_values=False`` only the structure is checked here; the caller checks the values itself and calls
+    :func:`monai_aegis.utils.check_image_batch` checks finiteness and range in one ``aminmax`` pass. With ``scan_values=False`` only the structure is checked here; the caller checks the values itself and calls
     ``check_image_batch`` when they are not in range.
     """
-    if isinstance(x, torch.Tensor) and x.ndim in (4, 5) and x.numel() > 0 and x.is_floating_point():
-        if not scan_values:
-            return
-        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-        if -_RANGE_ATOL <= lo and hi <= 1.0 + _RANGE_ATOL:  # False for NaN and +-Inf
+    if not scan_values and isinstance(x, torch.Tensor) and x.ndim in (4, 5) and x.numel() > 0:
+        if x.is_floating_point():
             return
     check_image_batch(x, name, spatial_dims=(2, 3), value_range=(0.0, 1.0))
 
@@ -621,6 +616,26 @@ class CushionLayer(nn.Module):
             return self._fn(x)
         return bpda(x, self._fn, self._proxy)
 
+    def get_config(self) -> dict[str, Any]:
+        """Plain-Python constructor arguments that rebuild this cushion with :func:`cushion_from_config`.
+
+        Raises:
+            ValueError: for a user callable method or proxy (code cannot be stored as configuration).
+        """
+        if self.method == "callable" or self.proxy_name not in ("identity", "smooth"):
+            raise ValueError(
+                f"cushion {self.name!r} uses a user callable (method or proxy) and cannot be stored as a config; "
+                "save it separately."
+            )
+        config: dict[str, Any] = {"method": self.method, "proxy": self.proxy_name, "name": self.name}
+        if self.method == "jpeg":
+            config.update(quality=self.quality, slice_dim=self.slice_dim)
+        elif self.method == "bit_depth":
+            config["bits"] = self.bits
+        elif self.method == "tvm":
+            config.update(tv_weight=self.tv_weight, tv_eps=self.tv_eps, tv_max_iter=self.tv_max_iter)
+        return config
+
     def extra_repr(self) -> str:
         parts = [f"name={self.name!r}", f"method={self.method!r}"]
         if self.method == "jpeg":
@@ -636,6 +651,13 @@ class CushionLayer(nn.Module):
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def cushion_from_config(config: Mapping[str, Any]) -> CushionLayer:
+    """Rebuild a :class:`CushionLayer` from :meth:`CushionLayer.get_config` output."""
+    if not isinstance(config, Mapping) or "method" not in config:
+        raise ValueError(f"a cushion config must be a mapping with a 'method' key, got {config!r}.")
+    return CushionLayer(**dict(config))
 
 
 def cushion_from_name(name: str, **overrides: Any) -> CushionLayer:
