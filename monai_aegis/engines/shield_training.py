@@ -12,14 +12,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.utils import convert_to_tensor
+from monai.engines import SupervisedTrainer
+from monai.utils import convert_to_tensor, min_version, optional_import
 from torch import nn
 
 from ..networks.nets.aegis import AegisWrapper
 from ..networks.nets.shield import Shield
 from ..utils.validation import check_labels
 
-__all__ = ["AdversarialShieldUpdate", "ShieldLoss", "ShieldScorer", "freeze", "sample_other_classes"]
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+Accuracy, _ = optional_import("ignite.metrics", "0.4.11", min_version, "Accuracy")
+
+__all__ = ["AdversarialShieldUpdate", "ShieldLoss", "ShieldScorer", "ShieldTrainer", "freeze", "sample_other_classes"]
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -60,10 +64,7 @@ class ShieldScorer(nn.Module):
 
     def train(self, mode: bool = True) -> ShieldScorer:
         self.training = mode
-        self.shield.train(mode)
-        self.wrapper.classifier.eval()
-        if self.wrapper.cushion is not None:
-            self.wrapper.cushion.eval()
+        self.wrapper.train(mode)  # the wrapper keeps classifier and Cushion in eval mode
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,3 +167,92 @@ class AdversarialShieldUpdate:
         if success is not None:
             output["adv_success"] = float(torch.as_tensor(success).float().mean())
         return output
+
+
+def _detection_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ignite output transform: did the Shield call each sample right (clean logit > 0 iff clean)?"""
+    pred, label = output["pred"], output["label"]
+    logit = Shield.select(pred.detach(), label[:, 0])
+    return (logit > 0).long(), label[:, 1].long()
+
+
+class ShieldTrainer(SupervisedTrainer):
+    """MONAI ``SupervisedTrainer`` that trains the Shield of an :class:`AegisWrapper` adversarially.
+
+    Wires the parts of this module together: the classifier (and Cushion) are frozen, the network is a
+    :class:`ShieldScorer`, the loss :class:`ShieldLoss`, the iteration :class:`AdversarialShieldUpdate` with the
+    given ``adversary`` (default: the paper's PGD on ``S_t``, 10 steps, random start, through the Cushion). The key
+    training metric ``detection_acc`` is the Shield's accuracy on the clean + adversarial batch. Attach an
+    :class:`~monai_aegis.handlers.EpsilonScheduler` (ramp 1/256 -> 16/256) as a train handler to schedule the budget;
+    without one, ``eps`` is used throughout.
+
+    Before the first iteration of a fresh run, the Shield's input standardisation is fitted on clean features of
+    up to ``stats_batches`` training batches (skipped when resuming from a checkpoint).
+
+    Args:
+        device: device to train on.
+        max_epochs: number of epochs (the paper: 25).
+        train_data_loader: clean training images with class labels (dict batches ``image``/``label`` or pairs).
+        wrapper: the :class:`AegisWrapper` whose Shield is trained; its classifier is frozen in place.
+        optimizer: optimiser over ``wrapper.shield.parameters()``.
+        adversary: ``(x, y, target, eps) -> x_adv`` or an AttackResult; default ``ShieldAdversary(wrapper)``.
+        eps: budget when no scheduler sets ``engine.state.eps``.
+        seed: seed of the target-class draw.
+        stats_batches: batches used to fit the Shield's input standardisation (0 to skip).
+        kwargs: passed to ``SupervisedTrainer`` (``train_handlers``, ``epoch_length``, ``amp``, ...).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Any,
+        wrapper: AegisWrapper,
+        optimizer: torch.optim.Optimizer,
+        adversary: AdversaryFn | None = None,
+        eps: float = 16 / 256,
+        seed: int | None = 0,
+        stats_batches: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        if wrapper.shield is None:
+            raise ValueError("ShieldTrainer needs an AegisWrapper with a Shield.")
+        freeze(wrapper.classifier)
+        if wrapper.cushion is not None:
+            freeze(wrapper.cushion)
+        if adversary is None:
+            from .adversary import ShieldAdversary
+
+            adversary = ShieldAdversary(wrapper)
+        kwargs.setdefault("decollate", False)
+        if "key_train_metric" not in kwargs:
+            kwargs["key_train_metric"] = {"detection_acc": Accuracy(output_transform=_detection_accuracy_output)}
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=ShieldScorer(wrapper).to(device),
+            optimizer=optimizer,
+            loss_function=ShieldLoss(),
+            iteration_update=AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed),
+            **kwargs,
+        )
+        self.wrapper = wrapper
+        self.stats_batches = int(stats_batches)
+        if self.stats_batches > 0:
+            self.add_event_handler(Events.STARTED, self._fit_input_stats)
+
+    @torch.no_grad()
+    def _fit_input_stats(self, engine: Any) -> None:
+        if engine.state.epoch > 0 or engine.state.iteration > 0:  # resumed from a checkpoint: keep saved stats
+            return
+        feats: dict[str, list[torch.Tensor]] = {}
+        for i, batch in enumerate(self.data_loader):
+            if i >= self.stats_batches:
+                break
+            x, _ = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)
+            _, f = self.wrapper.forward_features(convert_to_tensor(x, track_meta=False))
+            for k, v in f.items():
+                feats.setdefault(k, []).append(v.detach())
+        if feats:
+            self.wrapper.shield.fit_input_stats({k: torch.cat(v) for k, v in feats.items()})

@@ -1,1 +1,4 @@
-__all__: list[str] = []
+from .detection import DetectionMetricsHandler
+from .epsilon import EpsilonScheduler
+
+__all__ = ["DetectionMetricsHandler", "EpsilonScheduler"]

@@ -55,6 +55,8 @@ class AegisWrapper(nn.Module):
         cushion: an ``nn.Module`` (e.g. ``CushionLayer``), a preset name such as ``"jpeg80"``, or ``None``.
         threshold: reject threshold on the Shield's clean logit, a float or a ``(Y,)`` tensor (per predicted
             class); usually set by :meth:`calibrate`. Samples with ``clean logit >= threshold`` are accepted.
+
+    The classifier is treated as frozen: the wrapper keeps it in eval mode whatever mode the wrapper is put in.
     """
 
     def __init__(
@@ -82,8 +84,23 @@ class AegisWrapper(nn.Module):
             self.layer_names = resolve_layer_names(classifier, layer_names) if layer_names is not None else ()
         self.register_buffer("threshold", torch.empty(0))
         self.calibration: dict[str, Any] = {}
+        self.train(self.training)
         if threshold is not None:
             self.set_threshold(threshold)
+
+    def train(self, mode: bool = True) -> AegisWrapper:
+        """Set the Shield's mode; the classifier and the Cushion always stay in eval mode.
+
+        The classifier is frozen: putting it in train mode would make BatchNorm use (and update) batch statistics,
+        changing its predictions and its features under the Shield.
+        """
+        self.training = mode
+        if self.shield is not None:
+            self.shield.train(mode)
+        self.classifier.eval()
+        if self.cushion is not None:
+            self.cushion.eval()
+        return self
 
     # ------------------------------------------------------------------ forward paths
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:

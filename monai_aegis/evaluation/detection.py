@@ -1,0 +1,140 @@
+"""Attack a defended model and score its Shield on clean vs adversarial images (shared by the validation handler
+and the evaluation runner)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from monai.utils import convert_to_tensor
+
+from ..attacks import Attack, make_aegis_attack
+from ..metrics import detection_auroc, tpr_at_tnr
+from ..networks.nets.aegis import AegisWrapper
+from ..utils.validation import check_labels
+
+__all__ = ["ShieldDetectionResult", "evaluate_shield_detection", "other_class_targets"]
+
+
+def other_class_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """Deterministic attack targets ``t != y``: the next class for 2 classes, a seeded uniform draw otherwise."""
+    if num_classes < 2:
+        raise ValueError(f"targeted attacks need at least 2 classes, got {num_classes}.")
+    if num_classes == 2:
+        return 1 - y
+    g = torch.Generator().manual_seed(int(seed))
+    offset = torch.randint(1, num_classes, y.shape, generator=g).to(y.device)
+    return (y + offset) % num_classes
+
+
+@dataclass
+class ShieldDetectionResult:
+    """Per-sample outcome of attacking a defended model; scores follow the detection convention (higher = more
+    adversarial, ``-`` the Shield's clean logit of the predicted class)."""
+
+    clean_scores: torch.Tensor
+    adv_scores: torch.Tensor
+    success: torch.Tensor
+    clean_correct: torch.Tensor
+    clean_accept: torch.Tensor
+    adv_accept: torch.Tensor
+    linf: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self, tnr: float = 0.9) -> dict[str, float]:
+        """AUROC and TPR at ``tnr`` over clean images vs *successful* adversarial images (the usual detection
+        protocol), plus attack success, clean accuracy, acceptance rates and robust accuracy (a sample is
+        defended if its adversarial version is rejected or classified correctly)."""
+        succ = self.success
+        out = {
+            "attack_success": float(succ.float().mean()),
+            "clean_accuracy": float(self.clean_correct.float().mean()),
+            "clean_accepted": float(self.clean_accept.float().mean()),
+            "adv_accepted": float(self.adv_accept[succ].float().mean()) if succ.any() else float("nan"),
+            "robust_accuracy": float((~(succ & self.adv_accept)).float().mean()),
+            "n": int(succ.numel()),
+            "n_successful": int(succ.sum()),
+        }
+        if succ.any():
+            out["auroc"] = detection_auroc(self.clean_scores, self.adv_scores[succ])
+            out[f"tpr@{int(round(tnr * 100))}tnr"] = tpr_at_tnr(self.clean_scores, self.adv_scores[succ], tnr)
+        else:
+            out["auroc"] = float("nan")
+            out[f"tpr@{int(round(tnr * 100))}tnr"] = float("nan")
+        return out
+
+
+def _batches(data: Any, image_key: str, label_key: str) -> Any:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        yield data
+        return
+    for batch in data:
+        if isinstance(batch, Mapping):
+            yield batch[image_key], batch[label_key]
+        else:
+            yield batch[0], batch[1]
+
+
+def evaluate_shield_detection(
+    wrapper: AegisWrapper,
+    data: Any,
+    attack: str | Attack | Callable[..., Any] = "PGD",
+    attack_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    max_batches: int | None = None,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> ShieldDetectionResult:
+    """Attack every batch of ``data`` (targeted, towards another class) and screen clean and adversarial images.
+
+    Args:
+        wrapper: the defended model; its threshold must be set (``calibrate``) for acceptance flags.
+        data: an ``(images, labels)`` tensor pair or an iterable of batches (dicts or pairs).
+        attack: a registry name built with :func:`~monai_aegis.attacks.make_aegis_attack` (through the wrapper's
+            Cushion, Shield-aware for WB/WB_d/SPGD/OPGD), an :class:`~monai_aegis.attacks.Attack`, or a callable
+            ``(x, y, target) -> result``.
+        attack_kwargs: overrides for a named attack (``eps``, ``steps``, ...).
+        seed: seed of the attack targets for more than 2 classes.
+        max_batches: stop after this many batches.
+    """
+    if isinstance(attack, str):
+        attack = make_aegis_attack(attack, wrapper, **dict(attack_kwargs or {}))
+    elif attack_kwargs:
+        raise ValueError("attack_kwargs are only used with a named attack.")
+    if wrapper.shield is None:
+        raise ValueError("evaluate_shield_detection needs an AegisWrapper with a Shield.")
+    num_classes = wrapper.shield.num_classes
+    device = next(wrapper.classifier.parameters()).device
+    acc: dict[str, list[torch.Tensor]] = {}
+    was_training = wrapper.training
+    wrapper.eval()
+    try:
+        for i, (x, y) in enumerate(_batches(data, image_key, label_key)):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = convert_to_tensor(x, track_meta=False).to(device)
+            y = check_labels(convert_to_tensor(y, track_meta=False).reshape(x.shape[0], -1)[:, 0], x.shape[0],
+                             num_classes, "label").to(device)
+            t = other_class_targets(y, num_classes, seed + i)
+            res = attack(x, y, target=t)
+            x_adv = getattr(res, "x_adv", res)
+            with torch.no_grad():
+                clean = wrapper.screen(x, check_input=False)
+                adv = wrapper.screen(x_adv, check_input=False)
+            success = adv["pred"] == t
+            parts = {
+                "clean_scores": clean["score"], "adv_scores": adv["score"], "success": success,
+                "clean_correct": clean["pred"] == y, "clean_accept": clean["accept"], "adv_accept": adv["accept"],
+                "linf": (x_adv - x).flatten(1).abs().amax(1), "labels": y, "targets": t,
+            }
+            for k, v in parts.items():
+                acc.setdefault(k, []).append(v.detach().cpu())
+    finally:
+        wrapper.train(was_training)
+    if not acc:
+        raise ValueError("no data to evaluate.")
+    return ShieldDetectionResult(**{k: torch.cat(v) for k, v in acc.items()})

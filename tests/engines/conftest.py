@@ -1,0 +1,47 @@
+"""A small classifier trained on the embedded chest X-ray sample, shared by the Shield training tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from monai_aegis.data import load_sample_arrays
+
+SIZE = 32
+LAYERS = ["2", "6", "10"]
+
+
+def small_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, 2),
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_arrays():
+    return {s: load_sample_arrays(s, SIZE) for s in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(sample_arrays):
+    torch.manual_seed(0)
+    x, y = sample_arrays["train"]
+    clf = small_cnn()
+    opt = torch.optim.Adam(clf.parameters(), 1e-3)
+    for _ in range(15):
+        clf.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 32):
+            idx = perm[i : i + 32]
+            opt.zero_grad()
+            nn.functional.cross_entropy(clf(x[idx]), y[idx]).backward()
+            opt.step()
+    clf.eval()
+    xt, yt = sample_arrays["test"]
+    with torch.no_grad():
+        assert (clf(xt).argmax(1) == yt).float().mean() > 0.8
+    return clf

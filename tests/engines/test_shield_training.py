@@ -1,0 +1,185 @@
+import copy
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from torch.utils.data import DataLoader, TensorDataset
+
+from monai_aegis.engines import (
+    AdversarialShieldUpdate,
+    ShieldAdversary,
+    ShieldLoss,
+    ShieldScorer,
+    ShieldTrainer,
+    sample_other_classes,
+)
+from monai_aegis.evaluation import evaluate_shield_detection
+from monai_aegis.handlers import DetectionMetricsHandler, EpsilonScheduler
+from monai_aegis.networks import AegisWrapper, Shield, cushion_from_name
+
+from .conftest import LAYERS, SIZE
+
+
+def _wrapper(clf, cushion="jpeg80", seed=0):
+    torch.manual_seed(seed)
+    cush = cushion_from_name(cushion) if cushion else None
+    shield = Shield.from_classifier(clf, LAYERS, (1, SIZE, SIZE), 2, width=16, hidden=32, preprocess=cush)
+    return AegisWrapper(clf, shield, cushion=cush)
+
+
+def _trainer(wrapper, x, y, epochs, attacks="pgd", steps=5, handlers=(), seed=0, scheduler=None):
+    torch.manual_seed(seed)
+    scheduler = scheduler or EpsilonScheduler(1 / 256, 16 / 256, epochs)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return ShieldTrainer(
+        "cpu", epochs, loader, wrapper, torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
+        adversary=ShieldAdversary(wrapper, attacks=attacks, steps=steps),
+        train_handlers=[scheduler, *handlers],
+    )
+
+
+def test_shield_loss_matches_eq3():
+    pred = torch.tensor([[2.0, -1.0], [0.5, 1.5], [0.3, -0.2]])
+    label = torch.tensor([[0, 1], [1, 0], [0, 0]])
+    s = torch.nn.functional.logsigmoid
+    expected = -(s(torch.tensor(2.0))) - ((s(-torch.tensor(1.5)) + s(-torch.tensor(0.3))) / 2)
+    assert torch.allclose(ShieldLoss()(pred, label), expected)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        ShieldLoss()(pred, label[:, 0])
+
+
+def test_sample_other_classes():
+    y = torch.randint(0, 5, (1000,))
+    t = sample_other_classes(y, 5, torch.Generator().manual_seed(0))
+    assert (t != y).all() and set(t.tolist()) == set(range(5))
+    with pytest.raises(ValueError, match="at least 2"):
+        sample_other_classes(y, 1)
+
+
+def test_training_detects_pgd_and_leaves_classifier_frozen(trained_classifier, sample_arrays):
+    clf = trained_classifier
+    state = copy.deepcopy(clf.state_dict())
+    x, y = sample_arrays["train"]
+    xv, yv = sample_arrays["val"]
+    xt, yt = sample_arrays["test"]
+    with torch.no_grad():
+        logits_before = clf(xt)
+
+    untrained = _wrapper(clf)
+    untrained.shield.fit_input_stats(untrained.forward_features(x[:64])[1])
+    untrained.calibrate(xv)
+    base = evaluate_shield_detection(untrained, (xt, yt), "PGD").metrics()
+
+    wrapper = _wrapper(clf)
+    epochs_seen, eps_seen = [], []
+    trainer = _trainer(wrapper, x, y, epochs=16)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: (epochs_seen.append(e.state.epoch),
+                                                                  eps_seen.append(e.state.eps)))
+    trainer.run()
+    assert eps_seen[0] == pytest.approx(1 / 256) and eps_seen[-1] == pytest.approx(16 / 256)
+    assert trainer.state.metrics["detection_acc"] > 0.75
+
+    # the classifier is frozen: weights, BatchNorm buffers and predictions unchanged, still in eval mode
+    for k, v in clf.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert not clf.training and not any(p.requires_grad for p in clf.parameters())
+    with torch.no_grad():
+        assert torch.equal(clf(xt), logits_before)
+    assert sum(len(m._forward_hooks) for m in clf.modules()) == 0
+
+    wrapper.calibrate(xv, tnr=0.9)
+    trained = evaluate_shield_detection(wrapper, (xt, yt), "PGD").metrics()
+    assert trained["attack_success"] > 0.5
+    assert trained["auroc"] >= 0.85, trained
+    assert trained["auroc"] > base["auroc"] + 0.1, (trained, base)
+    # calibrated on 64 validation images (32 per class): on 64 held-out test images acceptance is near 90%
+    # only up to sampling error (the precise TNR check with large samples is in tests/networks/test_aegis.py)
+    assert 0.7 <= trained["clean_accepted"] <= 1.0
+
+
+def test_mixed_adversaries_and_wb_term(trained_classifier, sample_arrays):
+    wrapper = _wrapper(trained_classifier)
+    x, y = sample_arrays["train"]
+    adv = ShieldAdversary(wrapper, attacks=["shield_pgd", "wb", "spgd", "opgd"], steps=2)
+    res = adv(x[:8], y[:8], 1 - y[:8], 8 / 256)
+    assert res.x_adv.shape == x[:8].shape
+    assert (res.x_adv - x[:8]).abs().max() <= 8 / 256 + 1e-6
+    with pytest.raises(ValueError, match="did you mean|not a valid"):
+        ShieldAdversary(wrapper, attacks="pgdd")
+
+
+def test_resume_from_checkpoint(trained_classifier, sample_arrays, tmp_path):
+    """Stop after epoch 1 of 2, resume: epoch counter, eps schedule, Shield weights and optimizer continue."""
+    x, y = sample_arrays["train"]
+    x, y = x[:64], y[:64]
+    wrapper = _wrapper(trained_classifier)
+    sched = EpsilonScheduler(1 / 256, 16 / 256, 2)
+    trainer = _trainer(wrapper, x, y, epochs=2, steps=1, scheduler=sched)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())
+    save_dict = {"shield": wrapper.shield, "optimizer": trainer.optimizer, "trainer": trainer, "eps": sched}
+    CheckpointSaver(str(tmp_path), save_dict, save_final=True, final_filename="final.pt").attach(trainer)
+    trainer.run()
+    assert trainer.state.epoch == 1
+    saved = copy.deepcopy(wrapper.shield.state_dict())
+
+    wrapper2 = _wrapper(trained_classifier, seed=1)
+    sched2 = EpsilonScheduler(1 / 256, 16 / 256, 2)
+    trainer2 = _trainer(wrapper2, x, y, epochs=2, steps=1, scheduler=sched2)
+    CheckpointLoader(str(tmp_path / "final.pt"), {"shield": wrapper2.shield, "optimizer": trainer2.optimizer,
+                                                  "trainer": trainer2, "eps": sched2}).attach(trainer2)
+    seen = {}
+
+    def first_iteration(engine):
+        if not seen:
+            seen["epoch"], seen["eps"] = engine.state.epoch, engine.state.eps
+            seen["same_weights"] = all(torch.equal(v, saved[k]) for k, v in wrapper2.shield.state_dict().items())
+
+    trainer2.add_event_handler(Events.ITERATION_STARTED, first_iteration)
+    trainer2.run()
+    assert seen["epoch"] == 2  # continues at epoch 2
+    assert seen["eps"] == pytest.approx(16 / 256)  # the schedule resumes too
+    assert seen["same_weights"]  # loaded weights and input standardisation kept (no re-fit on resume)
+    assert trainer2.state.epoch == 2 and trainer2.state.iteration == 4
+
+
+def test_detection_metrics_handler(trained_classifier, sample_arrays):
+    wrapper = _wrapper(trained_classifier)
+    x, y = sample_arrays["train"]
+    xv, yv = sample_arrays["val"]
+    handler = DetectionMetricsHandler(wrapper, (xv, yv), "PGD", {"steps": 10})
+    trainer = _trainer(wrapper, x[:32], y[:32], epochs=1, steps=1, handlers=[handler])
+    trainer.run()
+    m = trainer.state.metrics
+    assert m["val_attack_success"] > 0.3 and m["val_n"] == 64
+    assert 0.0 <= m["val_auroc"] <= 1.0 and 0.0 <= m["val_tpr@90tnr"] <= 1.0
+    assert wrapper.threshold.numel() == 2
+    with pytest.raises(ValueError, match="interval"):
+        DetectionMetricsHandler(wrapper, (xv, yv), interval=0)
+
+
+def test_scorer_keeps_classifier_in_eval(trained_classifier):
+    wrapper = _wrapper(trained_classifier)
+    scorer = ShieldScorer(wrapper).train()
+    assert scorer.training and wrapper.shield.training and not trained_classifier.training
+    with pytest.raises(ValueError, match="Shield"):
+        ShieldScorer(AegisWrapper(trained_classifier))
+
+
+def test_update_requires_labels(trained_classifier):
+    wrapper = _wrapper(trained_classifier)
+    update = AdversarialShieldUpdate(lambda x, y, t, e: x, 2)
+
+    class _E:
+        non_blocking = False
+        to_kwargs = {}
+
+        class state:
+            device = "cpu"
+
+        @staticmethod
+        def prepare_batch(b, *a, **k):
+            return b, None
+
+    with pytest.raises(ValueError, match="labels"):
+        update(_E, torch.rand(2, 1, SIZE, SIZE))

@@ -1,0 +1,130 @@
+import pytest
+import torch
+from torch import nn
+
+from monai_aegis.networks import AegisWrapper, CushionLayer, Shield, cushion_from_name
+
+
+class Net(nn.Module):
+    def __init__(self, classes=2):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.deep = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.deep(self.stem(x)).mean((2, 3)))
+
+
+def _aegis(classes=2, cushion="jpeg80"):
+    net = Net(classes).eval()
+    cush = cushion_from_name(cushion) if cushion else None
+    shield = Shield.from_classifier(net, ["stem", "deep"], (1, 16, 16), classes, width=4, hidden=8, preprocess=cush)
+    return AegisWrapper(net, shield, cushion=cush)
+
+
+def test_plain_wrapper_reproduces_classifier():
+    net = Net().eval()
+    x = torch.rand(4, 1, 16, 16)
+    w = AegisWrapper(net)
+    assert torch.equal(w(x), net(x))
+    out = w.screen(x)
+    assert torch.equal(out["logits"], net(x)) and out["accept"].all()
+
+
+def test_forward_is_classifier_on_cushioned_input():
+    w = _aegis()
+    x = torch.rand(4, 1, 16, 16)
+    assert torch.equal(w(x), w.classifier(w.cushion(x)))
+    assert not torch.equal(w(x), w.classifier(x))
+
+
+def test_classifier_stays_in_eval_mode():
+    w = _aegis()
+    w.train()
+    assert w.training and w.shield.training and not w.classifier.training
+    bn = w.classifier.stem[1]
+    before = bn.running_mean.clone()
+    w(torch.rand(4, 1, 16, 16))
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_screen_outputs_and_threshold_required():
+    w = _aegis()
+    x = torch.rand(5, 1, 16, 16)
+    with pytest.raises(RuntimeError, match="calibrate"):
+        w.screen(x)
+    w.set_threshold(torch.tensor([0.0, 0.1]))
+    out = w.screen(x)
+    assert set(out) >= {"logits", "probs", "pred", "shield_logits", "shield_logit", "score", "threshold", "accept"}
+    s = out["shield_logits"].gather(1, out["pred"][:, None])[:, 0]
+    assert torch.equal(out["shield_logit"], s) and torch.equal(out["score"], -s)
+    assert torch.equal(out["accept"], s >= torch.tensor([0.0, 0.1])[out["pred"]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        w.screen(x * 255)
+    with pytest.raises(ValueError, match="2 entries"):
+        w.set_threshold(torch.zeros(3))
+
+
+@pytest.mark.parametrize("per_class", [True, False])
+def test_calibration_hits_tnr_on_held_out_data(per_class):
+    torch.manual_seed(0)
+    w = _aegis(classes=3, cushion=None)
+    calib, held_out = torch.rand(3000, 1, 16, 16), torch.rand(3000, 1, 16, 16)
+    thr = w.calibrate(calib, tnr=0.9, per_class=per_class, batch_size=500)
+    assert thr.numel() == (3 if per_class else 1)
+    assert w.calibration["accepted_fraction"] == pytest.approx(0.9, abs=0.01)
+    with torch.no_grad():
+        out = w.screen(held_out)
+    assert out["accept"].float().mean() == pytest.approx(0.9, abs=0.03)
+    if per_class:  # each predicted class accepts ~90% of its clean images
+        for y in out["pred"].unique():
+            sel = out["pred"] == y
+            if sel.sum() > 300:
+                assert out["accept"][sel].float().mean() == pytest.approx(0.9, abs=0.05)
+
+
+def test_calibration_small_class_falls_back_to_global():
+    w = _aegis(cushion=None)
+    w.calibrate(torch.rand(30, 1, 16, 16), min_per_class=1000)
+    assert w.calibration["fallback_classes"] == [0, 1]
+    assert w.threshold[0] == w.threshold[1]
+    with pytest.raises(ValueError, match="tnr"):
+        w.calibrate(torch.rand(8, 1, 16, 16), tnr=1.5)
+
+
+def test_save_load_roundtrip(tmp_path):
+    w = _aegis()
+    w.calibrate(torch.rand(64, 1, 16, 16))
+    x = torch.rand(6, 1, 16, 16)
+    ref = w.screen(x)
+    w.save(tmp_path / "aegis.pt")
+    loaded = AegisWrapper.load(tmp_path / "aegis.pt", Net())
+    out = loaded.screen(x)
+    for k in ("logits", "shield_logits", "accept", "threshold"):
+        assert torch.equal(out[k], ref[k]), k
+    assert isinstance(loaded.cushion, CushionLayer) and loaded.cushion.name == "jpeg80"
+    torch.load(tmp_path / "aegis.pt", weights_only=True)  # plain tensors and Python values only
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        AegisWrapper.load(tmp_path / "missing.pt", Net())
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an AegisWrapper checkpoint"):
+        AegisWrapper.load(tmp_path / "other.pt", Net())
+    _aegis().save(tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="does not match"):
+        AegisWrapper.load(tmp_path / "a.pt", Net(classes=3))
+
+
+def test_constructor_errors():
+    net = Net()
+    shield = Shield.from_classifier(net, ["stem", "deep"], (1, 16, 16), 2)
+    with pytest.raises(ValueError, match="differ"):
+        AegisWrapper(net, shield, layer_names=["stem"])
+    with pytest.raises(ValueError, match="unknown layer"):
+        AegisWrapper(net, layer_names=["stemm"])
+    w = AegisWrapper(net, shield, cushion=CushionLayer(lambda t: t.clamp(0.1, 0.9)))
+    with pytest.raises(ValueError, match="user callable"):
+        w.save("unused.pt")
