@@ -1,0 +1,36 @@
+"""Sub-commands of ``python -m monai_aegis``. Each command module defines ``add_parser(subparsers)`` (registering
+its arguments and ``set_defaults(func=run)``) and ``run(args) -> int`` (the exit status)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: command name -> module under ``monai_aegis.cli``
+COMMANDS: dict[str, str] = {"demo": "demo", "evaluate": "evaluate", "screen": "screen"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m monai_aegis", description="Medical Aegis for MONAI.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{module}":
+                raise
+            continue  # command not available in this build
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
