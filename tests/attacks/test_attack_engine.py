@@ -430,3 +430,26 @@ def test_classifier_sees_the_attack_layout_after_preprocessing(trained):
         assert all(seen)
     finally:
         handle.remove()
+
+
+def test_bpda_through_real_jpeg_cushion(trained):
+    """Through the real JPEG-80 Cushion: the BPDA attack succeeds, attacking with JPEG's true (zero) gradient
+    does not, and success is judged on the JPEG-compressed input."""
+    from monai_aegis.networks import CushionLayer, jpeg_compress
+
+    model, x, y = trained
+    target = (y + 1) % 3
+    torch.manual_seed(1)
+    with_bpda = PGD(model, steps=20, preprocess=CushionLayer("jpeg", quality=80))(x, y, target)
+
+    class JpegNoBPDA(nn.Module):  # the true cushion with autograd's (absent) gradient through the codec
+        def forward(self, z):
+            return jpeg_compress(z.detach(), 80) + 0 * z
+
+    torch.manual_seed(1)
+    without = PGD(model, steps=20, preprocess=JpegNoBPDA())(x, y, target)
+    assert with_bpda.success_rate >= 0.5
+    assert with_bpda.success_rate > without.success_rate + 0.3
+    with torch.no_grad():
+        pred = model(jpeg_compress(with_bpda.x_adv, 80)).argmax(1)
+    assert torch.equal(with_bpda.success, pred == target)
