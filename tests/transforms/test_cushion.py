@@ -81,27 +81,6 @@ def _write_png(path, rng):
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
 
 
-def _write_dicom(path, rng):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    pixels = (rng.random((24, 28)) * 4000).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "OT", "anon"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def _write_nifti(path, rng):
     import nibabel as nib
 
@@ -111,14 +90,18 @@ def _write_nifti(path, rng):
 
 @pytest.mark.parametrize(
     "suffix, writer, spatial_ndim, channels",
-    [(".png", _write_png, 2, 3), (".dcm", _write_dicom, 3, 1), (".nii.gz", _write_nifti, 3, 1)],  # DICOM: (1, H, W, 1)
+    [(".png", _write_png, 2, 3), (".dcm", "dicom", 3, 1), (".nii.gz", _write_nifti, 3, 1)],  # DICOM: (1, H, W, 1)
 )
-def test_cushiond_in_compose_after_loadimage(tmp_path, suffix, writer, spatial_ndim, channels):
+def test_cushiond_in_compose_after_loadimage(tmp_path, write_dicom, suffix, writer, spatial_ndim, channels):
     pytest.importorskip("PIL")
     pytest.importorskip("pydicom")
     pytest.importorskip("nibabel")
     path = tmp_path / f"image{suffix}"
-    writer(path, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    if writer == "dicom":
+        write_dicom(path, (rng.random((24, 28)) * 4000).astype(np.uint16), pixel_spacing=(0.5, 0.5))
+    else:
+        writer(path, rng)
     load = Compose([LoadImaged("image"), EnsureChannelFirstd("image")])
 
     # LoadImage gives raw intensities: the cushion refuses them and says what to do (Compose wraps the error)
