@@ -474,10 +474,14 @@ def _fit_baselines(system: _System, names: Sequence[str], x: torch.Tensor, y: to
         if supervised and adv_feats is None:
             continue
         det = cls(**{**defaults, **cfg.detector_kwargs.get(name, {})})
-        if name in ("kd", "maha"):
-            det.fit(clean_feats, y[correct], num_classes=logits.shape[1])
-        else:
-            det.fit(clean_feats, adversarial=adv_feats)
+        try:
+            if name in ("kd", "maha"):
+                det.fit(clean_feats, y[correct], num_classes=logits.shape[1])
+            else:
+                det.fit(clean_feats, adversarial=adv_feats)
+        except ValueError as e:  # e.g. a class without correctly classified training images
+            notes.append(f"{system.label}: {name.upper()} could not be fitted and is skipped ({e})")
+            continue
         system.baselines[name] = det
     return info
 

@@ -47,14 +47,18 @@ def tiny_substitute(sample32):
     return _train(4, *sample32["train"], epochs=3, seed=1)
 
 
-@pytest.fixture()
-def tiny_wrapper(tiny_classifier, sample32):
+def make_tiny_wrapper(classifier: nn.Module, sample: dict) -> AegisWrapper:
     """An untrained Shield (input statistics fitted) behind the JPEG-80 Cushion, calibrated on the validation split."""
     torch.manual_seed(0)
     cushion = cushion_from_name("jpeg80")
-    shield = Shield.from_classifier(tiny_classifier, SMALL_VGG_LAYERS, (1, SIZE, SIZE), 2, preprocess=cushion,
+    shield = Shield.from_classifier(classifier, SMALL_VGG_LAYERS, (1, SIZE, SIZE), 2, preprocess=cushion,
                                     width=4, hidden=8)
-    wrapper = AegisWrapper(tiny_classifier, shield, cushion=cushion)
-    wrapper.shield.fit_input_stats(wrapper.forward_features(sample32["train"][0][:64])[1])
-    wrapper.calibrate(sample32["val"][0])
+    wrapper = AegisWrapper(classifier, shield, cushion=cushion)
+    wrapper.shield.fit_input_stats(wrapper.forward_features(sample["train"][0][:64])[1])
+    wrapper.calibrate(sample["val"][0])
     return wrapper
+
+
+@pytest.fixture()
+def tiny_wrapper(tiny_classifier, sample32):
+    return make_tiny_wrapper(tiny_classifier, sample32)
