@@ -15,7 +15,7 @@ from ..metrics import detection_auroc, tpr_at_tnr
 from ..networks.nets.aegis import AegisWrapper
 from ..utils.validation import check_labels
 
-__all__ = ["ShieldDetectionResult", "evaluate_shield_detection", "other_class_targets"]
+__all__ = ["ShieldDetectionResult", "detection_metrics", "evaluate_shield_detection", "other_class_targets"]
 
 
 def other_class_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -27,6 +27,43 @@ def other_class_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> tor
     g = torch.Generator().manual_seed(int(seed))
     offset = torch.randint(1, num_classes, y.shape, generator=g).to(y.device)
     return (y + offset) % num_classes
+
+
+def detection_metrics(
+    clean_scores: torch.Tensor,
+    adv_scores: torch.Tensor,
+    clean_mask: torch.Tensor | None = None,
+    adv_mask: torch.Tensor | None = None,
+    tnr: float = 0.9,
+) -> dict[str, float]:
+    """AUROC and TPR at ``tnr`` of ``adv_scores[adv_mask]`` (positives) vs ``clean_scores[clean_mask]`` (negatives).
+
+    The usual detection protocol takes as negatives the clean images the classifier gets right
+    (``clean_mask = correct``) and as positives the *successful* adversarial versions of those images
+    (``adv_mask = correct & success``): a failed attack, or an image misclassified to begin with, is no adversarial
+    example to detect. Scores: higher = more adversarial.
+
+    Args:
+        clean_scores: ``(N,)`` detector scores of clean images.
+        adv_scores: ``(M,)`` scores of adversarial images.
+        clean_mask: ``(N,)`` bool selection of the negatives (``None``: all).
+        adv_mask: ``(M,)`` bool selection of the positives (``None``: all).
+        tnr: true-negative rate of the reported TPR.
+
+    Returns:
+        ``{"auroc", "tpr@<tnr>tnr", "n_clean", "n_adv"}``; AUROC and TPR are NaN without negatives or positives.
+    """
+    neg, pos = clean_scores.detach().cpu(), adv_scores.detach().cpu()
+    if clean_mask is not None:
+        neg = neg[clean_mask.bool().cpu()]
+    if adv_mask is not None:
+        pos = pos[adv_mask.bool().cpu()]
+    key = f"tpr@{int(round(tnr * 100))}tnr"
+    out = {"auroc": float("nan"), key: float("nan"), "n_clean": int(neg.numel()), "n_adv": int(pos.numel())}
+    if neg.numel() and pos.numel():
+        out["auroc"] = detection_auroc(neg, pos)
+        out[key] = tpr_at_tnr(neg, pos, tnr)
+    return out
 
 
 @dataclass
@@ -43,28 +80,26 @@ class ShieldDetectionResult:
     linf: torch.Tensor
     labels: torch.Tensor
     targets: torch.Tensor
+    adv_correct: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self, tnr: float = 0.9) -> dict[str, float]:
-        """AUROC and TPR at ``tnr`` over clean images vs *successful* adversarial images (the usual detection
-        protocol), plus attack success, clean accuracy, acceptance rates and robust accuracy (a sample is
-        defended if its adversarial version is rejected or classified correctly)."""
+        """AUROC and TPR at ``tnr`` (see :func:`detection_metrics`: clean images classified correctly vs their
+        successful adversarial versions), plus attack success, clean accuracy, acceptance rates and robust accuracy
+        (a sample is defended if its adversarial version is rejected or classified correctly)."""
         succ = self.success
+        adv_correct = self.adv_correct if self.adv_correct is not None else ~succ
         out = {
             "attack_success": float(succ.float().mean()),
             "clean_accuracy": float(self.clean_correct.float().mean()),
             "clean_accepted": float(self.clean_accept.float().mean()),
             "adv_accepted": float(self.adv_accept[succ].float().mean()) if succ.any() else float("nan"),
-            "robust_accuracy": float((~(succ & self.adv_accept)).float().mean()),
+            "robust_accuracy": float((~self.adv_accept | adv_correct).float().mean()),
             "n": int(succ.numel()),
             "n_successful": int(succ.sum()),
         }
-        if succ.any():
-            out["auroc"] = detection_auroc(self.clean_scores, self.adv_scores[succ])
-            out[f"tpr@{int(round(tnr * 100))}tnr"] = tpr_at_tnr(self.clean_scores, self.adv_scores[succ], tnr)
-        else:
-            out["auroc"] = float("nan")
-            out[f"tpr@{int(round(tnr * 100))}tnr"] = float("nan")
+        det = detection_metrics(self.clean_scores, self.adv_scores, self.clean_correct, self.clean_correct & succ, tnr)
+        out.update({k: v for k, v in det.items() if k not in ("n_clean", "n_adv")})
         return out
 
 
@@ -129,7 +164,7 @@ def evaluate_shield_detection(
             parts = {
                 "clean_scores": clean["score"], "adv_scores": adv["score"], "success": success,
                 "clean_correct": clean["pred"] == y, "clean_accept": clean["accept"], "adv_accept": adv["accept"],
-                "linf": (x_adv - x).flatten(1).abs().amax(1), "labels": y, "targets": t,
+                "linf": (x_adv - x).flatten(1).abs().amax(1), "labels": y, "targets": t, "adv_correct": adv["pred"] == y,
             }
             for k, v in parts.items():
                 acc.setdefault(k, []).append(v.detach().cpu())

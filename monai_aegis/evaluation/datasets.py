@@ -1,0 +1,122 @@
+"""Evaluation splits as in-memory tensors: patient-grouped train / validation / hold-out parts of a training set,
+plus its official test split.
+
+The Kermany chest X-ray test split was prepared differently from its train split (see ``shared/data/README.md``:
+squashed 224 px JPEG copies), so an evaluation reports both the official ``test`` split and a patient-disjoint
+``holdout`` drawn from the training images (prepared like the training data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils import atomic_torch_save, safe_torch_load
+
+__all__ = ["DATASETS", "load_evaluation_splits", "stack_datalist"]
+
+#: dataset names understood by :func:`load_evaluation_splits`
+DATASETS: tuple[str, ...] = ("kermany", "fundus", "sample")
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def stack_datalist(
+    items: Sequence[Mapping[str, Any]], spatial_size: int, channels: int, batch_size: int = 64
+) -> Split:
+    """Load and preprocess every item (``classification_transforms``) and stack them: ``(N, C, H, W)``, ``(N,)``."""
+    from monai.data import DataLoader, Dataset
+
+    from ..data import classification_transforms
+
+    if not items:
+        raise ValueError("no items to load.")
+    ds = Dataset([{"image": it["image"], "label": int(it["label"])} for it in items],
+                 classification_transforms(spatial_size, channels))
+    xs, ys = [], []
+    for batch in DataLoader(ds, batch_size=batch_size, num_workers=0):
+        xs.append(torch.as_tensor(batch["image"]).float())
+        ys.append(torch.as_tensor(batch["label"]).long().reshape(-1))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _partition(items: list[dict[str, Any]], val_fraction: float, holdout_fraction: float, seed: int) -> dict:
+    from ..data import patient_grouped_partition
+
+    train_f = 1.0 - val_fraction - holdout_fraction
+    if not (0 < val_fraction < 1 and 0 <= holdout_fraction < 1 and train_f > 0):
+        raise ValueError(f"val_fraction {val_fraction} and holdout_fraction {holdout_fraction} must leave a training part.")
+    fr = (train_f, val_fraction, holdout_fraction) if holdout_fraction > 0 else (train_f, val_fraction)
+    parts = patient_grouped_partition(items, fr, seed=seed)
+    names = ("train", "val", "holdout")
+    return {names[i]: list(p) for i, p in enumerate(parts)}
+
+
+def load_evaluation_splits(
+    dataset: str,
+    root: str | os.PathLike | None = None,
+    spatial_size: int = 64,
+    val_fraction: float = 0.1,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Split]:
+    """Splits of a dataset as tensors in ``[0, 1]``.
+
+    * ``"kermany"`` (``root`` = the Kaggle folder with ``train/`` and ``test/``): the official train split is
+      partitioned by patient (stratified by label) into ``train`` / ``val`` / ``holdout``; ``test`` is the
+      official test split. One channel.
+    * ``"fundus"`` (``root`` = the folder with ``labels.csv``): likewise from its ``train`` split; ``test`` is its
+      ``test`` split; binary No DR / DR; three channels.
+    * ``"sample"``: the embedded 320-image Kermany sample (``train``/``val``/``test``; no ``holdout``).
+
+    Args:
+        dataset: one of :data:`DATASETS`.
+        root: dataset folder (not used for ``"sample"``).
+        spatial_size: square image size.
+        val_fraction: share of the training images for validation (calibration of thresholds).
+        holdout_fraction: share of the training images held out for evaluation (0: none).
+        seed: seed of the patient-grouped partition.
+        cache_dir: when given, the tensors are cached there (keyed by all arguments) and reused.
+
+    Returns:
+        ``{split: (images (N, C, H, W) float32, labels (N,) long)}``.
+    """
+    from monai.utils import look_up_option
+
+    dataset = look_up_option(dataset, DATASETS)
+    if dataset == "sample":
+        from ..data import load_sample_arrays
+
+        return {s: load_sample_arrays(s, spatial_size) for s in ("train", "val", "test")}
+    if root is None:
+        raise ValueError(f"dataset {dataset!r} needs its root folder.")
+    root = Path(root)
+    key = json.dumps([dataset, str(root.resolve()), spatial_size, val_fraction, holdout_fraction, seed])
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{dataset}_{spatial_size}px_{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+        if cache.is_file():
+            return {k: (v[0], v[1]) for k, v in safe_torch_load(cache).items()}
+    if dataset == "kermany":
+        from ..data import kermany_datalist
+
+        train_items, test_items, channels = kermany_datalist(root, "train"), kermany_datalist(root, "test"), 1
+    else:
+        from ..data import fundus_datalist
+
+        csv = root / "labels.csv" if root.is_dir() else root
+        train_items, test_items = fundus_datalist(csv, split="train"), fundus_datalist(csv, split="test")
+        channels = 3
+    items = _partition(train_items, val_fraction, holdout_fraction, seed)
+    items["test"] = test_items
+    out = {name: stack_datalist(its, spatial_size, channels) for name, its in items.items()}
+    if cache is not None:
+        atomic_torch_save({k: [v[0], v[1]] for k, v in out.items()}, cache)
+    return out

@@ -1,0 +1,159 @@
+"""The schema of ``results.json`` written by :func:`~monai_aegis.evaluation.run_evaluation`, and a small validator.
+
+The schema is a JSON-Schema-style dict using a subset of the vocabulary (``type`` -- a name or a list of names among
+object/array/string/number/integer/boolean/null --, ``properties``, ``required``, ``additionalProperties`` (a schema
+for the values of other keys), ``items``, ``enum``, ``minimum``, ``maximum``). :func:`validate_results` checks a
+document against it without any dependency. Metrics that are undefined (e.g. an AUROC without successful attacks) are
+``null``. ``docs/evaluation.md`` describes every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["RESULTS_SCHEMA", "SCHEMA_VERSION", "validate", "validate_results"]
+
+SCHEMA_VERSION = 1
+
+_NUM = {"type": ["number", "null"]}
+_RATE = {"type": ["number", "null"], "minimum": 0.0, "maximum": 1.0}
+_INT = {"type": "integer", "minimum": 0}
+_STR = {"type": "string"}
+_STRS = {"type": "array", "items": _STR}
+
+
+def _obj(required: Mapping[str, Any], optional: Mapping[str, Any] | None = None, extra: Any = None) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": {**required, **(optional or {})},
+                              "required": list(required)}
+    if extra is not None:
+        schema["additionalProperties"] = extra
+    return schema
+
+
+def _records(required: Mapping[str, Any], optional: Mapping[str, Any] | None = None) -> dict:
+    return {"type": "array", "items": _obj(required, optional)}
+
+
+_RATES_BY_NAME = {"type": "object", "additionalProperties": _RATE}
+
+#: the schema of ``results.json``
+RESULTS_SCHEMA: dict[str, Any] = _obj(
+    {
+        "schema_version": {"type": "integer", "enum": [SCHEMA_VERSION]},
+        "created": _STR,
+        "config": {"type": "object"},
+        "system": _obj({
+            "classifier": _STR, "num_classes": _INT, "class_names": _STRS, "layer_names": _STRS, "cushion": _STR,
+            "threshold": {"type": "array", "items": {"type": "number"}}, "detectors": _STRS,
+        }),
+        "data": _obj({
+            "fit": _obj({"n": _INT, "n_adversarial": _INT, "fit_attack": _STR}),
+            "calibration": _obj({"n": _INT, "source": _STR}),
+            "splits": {"type": "object", "additionalProperties": _obj({
+                "n": _INT, "class_counts": {"type": "array", "items": _INT}})},
+        }),
+        "clean": _records({
+            "split": _STR, "cushion": _STR, "accuracy": _RATE, "accepted": _RATES_BY_NAME,
+        }),
+        "detection": _records({
+            "split": _STR, "cushion": _STR, "attack": _STR, "detector": _STR, "auroc": _RATE, "tpr": _RATE,
+            "n_clean": _INT, "n_adv": _INT, "adv_accepted": _RATE,
+        }),
+        "attacks": _records({
+            "split": _STR, "cushion": _STR, "attack": _STR, "n": _INT, "success_rate": _RATE,
+            "undetected_success": _RATE, "robust_accuracy": _RATES_BY_NAME, "mean_linf": _NUM, "mean_l2": _NUM,
+            "seconds": _NUM,
+        }),
+        "directions": _records({
+            "split": _STR, "cushion": _STR, "attack": _STR, "source": _STR, "target": _STR, "n": _INT,
+            "success_rate": _RATE, "undetected_success": _RATE, "auroc": _RATE, "tpr": _RATE,
+            "robust_accuracy": _RATE,
+        }),
+        "layer_ablation": _records({
+            "split": _STR, "attack": _STR, "subset": _STR, "layers": _STRS, "detector": _STR, "auroc": _RATE,
+            "tpr": _RATE,
+        }),
+        "cushion_ablation": _records({
+            "split": _STR, "cushion": _STR, "attack": _STR, "clean_accuracy": _RATE, "clean_accepted": _RATE,
+            "success_rate": _RATE, "undetected_success": _RATE, "auroc": _RATE, "tpr": _RATE,
+            "robust_accuracy": _RATE,
+        }),
+        "stress_test": _records({
+            "cushion": _STR, "layer": _STR, "direction": {"type": "string", "enum": ["up", "down"]},
+            "clean_mean": _NUM, "adv_mean": _NUM, "relative_change": _NUM, "n": _INT,
+        }),
+        "sanity": _obj({
+            "eps_sweep": _records({"attack": _STR, "eps": {"type": "number"}, "success_rate": _RATE,
+                                   "undetected_success": _RATE}),
+            "checks": _records({"name": _STR, "passed": {"type": ["boolean", "null"]}, "detail": _STR}),
+        }),
+        "figures": {"type": "object", "additionalProperties": {"type": ["string", "array"]}},
+        "notes": _STRS,
+        "timing": {"type": "object", "additionalProperties": _NUM},
+    }
+)
+
+_TYPES: dict[str, Any] = {
+    "object": Mapping, "array": (list, tuple), "string": str, "boolean": bool, "null": type(None),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name not in _TYPES:
+        raise ValueError(f"unknown schema type {name!r}.")
+    return isinstance(value, _TYPES[name])
+
+
+def validate(value: Any, schema: Mapping[str, Any], path: str = "$") -> list[str]:
+    """Check ``value`` against ``schema`` (the subset described in the module docstring).
+
+    Returns:
+        the list of violations as ``"<json path>: <problem>"`` strings (empty when valid).
+    """
+    errors: list[str] = []
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        if not any(_is_type(value, t) for t in names):
+            return [f"{path}: expected {' or '.join(names)}, got {type(value).__name__}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: {value!r} not in {schema['enum']}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value:  # NaN is not valid JSON: undefined metrics must be null
+            errors.append(f"{path}: NaN (use null)")
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(f"{path}: {value} < minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(f"{path}: {value} > maximum {schema['maximum']}")
+    if isinstance(value, Mapping):
+        props = schema.get("properties", {})
+        for key in schema.get("required", ()):
+            if key not in value:
+                errors.append(f"{path}: missing required key {key!r}")
+        extra = schema.get("additionalProperties")
+        for key, v in value.items():
+            if key in props:
+                errors += validate(v, props[key], f"{path}.{key}")
+            elif isinstance(extra, Mapping):
+                errors += validate(v, extra, f"{path}.{key}")
+    if isinstance(value, Sequence) and not isinstance(value, str) and "items" in schema:
+        for i, v in enumerate(value):
+            errors += validate(v, schema["items"], f"{path}[{i}]")
+    return errors
+
+
+def validate_results(results: Mapping[str, Any]) -> None:
+    """Validate a ``results.json`` document against :data:`RESULTS_SCHEMA`.
+
+    Raises:
+        ValueError: listing every violation (up to 20).
+    """
+    errors = validate(results, RESULTS_SCHEMA)
+    if errors:
+        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise ValueError("results do not match the results.json schema:\n" + "\n".join(errors[:20]) + more)

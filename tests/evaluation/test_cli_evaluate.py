@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from monai_aegis.cli import main
+from monai_aegis.cli.evaluate import parse_settings
+from monai_aegis.evaluation import validate_results
+from monai_aegis.evaluation.classifiers import save_classifier
+
+
+def test_parse_settings():
+    assert parse_settings(["a=3", "b=[1, 2]", "c=jpeg80", 'd={"x": 1}']) == {"a": 3, "b": [1, 2], "c": "jpeg80",
+                                                                            "d": {"x": 1}}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_settings(["novalue"])
+
+
+def test_evaluate_command_end_to_end(tiny_wrapper, tmp_path, capsys):
+    wrapper_path, clf_path, out = tmp_path / "aegis.pt", tmp_path / "clf.pt", tmp_path / "eval"
+    tiny_wrapper.save(wrapper_path)
+    save_classifier(tiny_wrapper.classifier, clf_path, "small_vgg", width=8)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"conventional_steps": 2, "adaptive_steps": 2, "cushion_ablation": ["jpeg80"],
+                                  "cushion_ablation_attacks": ["PGD"], "stress_samples": 2, "stress_steps": 1,
+                                  "sanity_samples": 4, "sanity_eps": [1.0], "progress": False}))
+    rc = main(["evaluate", "--wrapper", str(wrapper_path), "--classifier", str(clf_path), "--data", "sample",
+               "--size", "32", "--attacks", "PGD,WB", "--detectors", "shield,kd", "--config", str(config),
+               "--set", "sanity_attacks=[\"PGD\"]", "--max-eval", "8", "--n-fit", "32", "--output", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    validate_results(res)
+    assert {r["attack"] for r in res["attacks"]} == {"PGD", "WB"}
+    assert {r["detector"] for r in res["detection"]} == {"shield", "kd"}
+    assert res["data"]["splits"] == {"test": {"n": 8, "class_counts": res["data"]["splits"]["test"]["class_counts"]}}
+    assert res["config"]["conventional_steps"] == 2 and res["system"]["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert (out / "report.md").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_evaluate_command_needs_architecture(tiny_wrapper, tmp_path):
+    path = tmp_path / "aegis.pt"
+    tiny_wrapper.save(path)
+    with pytest.raises(SystemExit, match="--classifier"):
+        main(["evaluate", "--wrapper", str(path), "--data", "sample", "--size", "32", "--output", str(tmp_path / "o")])

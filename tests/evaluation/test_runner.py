@@ -1,0 +1,172 @@
+import json
+import math
+
+import pytest
+import torch
+
+from monai_aegis.evaluation import EvaluationConfig, default_layer_subsets, run_evaluation, validate_results
+from monai_aegis.evaluation import runner as runner_mod
+from monai_aegis.evaluation.classifiers import SMALL_VGG_LAYERS
+from monai_aegis.networks import AegisWrapper
+
+from .conftest import make_tiny_wrapper
+
+ATTACKS = ["FGSM", "PGD", {"name": "PGD", "label": "PGD-4", "eps": 4 / 256}, "CW-L2", "TF", "Fea", "HFC", "WB", "SPGD"]
+TINY = dict(
+    conventional_steps=2, adaptive_steps=2, cw_binary_search_steps=1, cw_steps=3, n_fit=48, stress_samples=4,
+    stress_steps=2, sanity_samples=8, sanity_eps=[2 / 256, 1.0], sanity_attacks=["PGD"],
+    detector_kwargs={"dnn": {"epochs": 2}, "lid": {"k": 5, "batch_size": 16}}, cushion_ablation=["identity", "jpeg80"],
+    cushion_ablation_attacks=["PGD"], class_names=["NORMAL", "PNEUMONIA"], progress=False, batch_size=16,
+)
+
+
+def _splits(sample32):
+    xt, yt = sample32["test"]
+    perm = torch.randperm(xt.shape[0], generator=torch.Generator().manual_seed(0))
+    return {"holdout": (xt[perm[:10]], yt[perm[:10]]), "test": (xt[perm[10:18]], yt[perm[10:18]])}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_classifier, tiny_substitute, sample32, tmp_path_factory):
+    wrapper = make_tiny_wrapper(tiny_classifier, sample32)
+    threshold = wrapper.threshold.clone()
+    out = tmp_path_factory.mktemp("eval")
+    res = run_evaluation(wrapper, sample32["train"], _splits(sample32), sample32["val"], output_dir=out,
+                         substitute=tiny_substitute, attacks=ATTACKS, **TINY)
+    assert torch.equal(wrapper.threshold, threshold)  # the caller's wrapper is left as it was
+    return res, out
+
+
+def test_all_tables_present(evaluated):
+    res, _ = evaluated
+    labels = ["FGSM", "PGD", "PGD-4", "CW-L2", "TF", "Fea", "HFC", "WB", "SPGD"]
+    dets = ["shield", "kd", "lid", "maha", "dnn"]
+    combos = {(r["split"], r["cushion"], r["attack"], r["detector"]) for r in res["detection"]}
+    assert combos == {(s, c, a, d) for s in ("holdout", "test") for c in ("jpeg80", "none") for a in labels for d in dets}
+    assert {(r["split"], r["cushion"]) for r in res["clean"]} == {(s, c) for s in ("holdout", "test")
+                                                                  for c in ("jpeg80", "none")}
+    assert len(res["attacks"]) == 2 * 2 * len(labels)
+    subsets = default_layer_subsets(SMALL_VGG_LAYERS)
+    la = {(r["subset"], r["detector"]) for r in res["layer_ablation"]}
+    assert {(s, d) for s in subsets for d in dets[1:]} <= la and ("all", "shield") in la
+    assert {(r["cushion"], r["attack"]) for r in res["cushion_ablation"]} == {("identity", "PGD"), ("jpeg80", "PGD")}
+    assert {(r["cushion"], r["direction"]) for r in res["stress_test"]} == {
+        (c, d) for c in ("none", "jpeg80") for d in ("up", "down")}
+    assert [r["eps"] for r in res["sanity"]["eps_sweep"]] == [2 / 256, 1.0]
+    names = [c["name"] for c in res["sanity"]["checks"]]
+    assert any("rises with eps" in n for n in names) and any("transfer" in n for n in names)
+    assert res["system"]["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert res["data"]["fit"]["n"] == 48 and res["data"]["fit"]["n_adversarial"] > 0
+
+
+def test_metrics_are_consistent(evaluated):
+    res, _ = evaluated
+    det = {(r["split"], r["cushion"], r["attack"], r["detector"]): r for r in res["detection"]}
+    for r in res["attacks"]:
+        assert 0 <= r["undetected_success"] <= r["success_rate"] <= 1
+        rob = r["robust_accuracy"]
+        # a detector can only add defended images to the classifier alone
+        assert all(v >= rob["classifier"] - 1e-9 for v in rob.values())
+        n_adv = round(r["success_rate"] * r["n"])
+        for d in ("shield", "kd"):
+            m = det[(r["split"], r["cushion"], r["attack"], d)]
+            assert m["n_adv"] == n_adv and m["n_clean"] == r["n"]
+            assert (m["auroc"] is None) == (n_adv == 0)
+        if r["mean_linf"] is not None and r["attack"] not in ("CW-L2",):
+            eps = 4 / 256 if r["attack"] == "PGD-4" else 16 / 256
+            assert r["mean_linf"] <= eps + 1e-6
+    # the direction records partition each attack's images
+    for r in res["attacks"]:
+        parts = [d for d in res["directions"]
+                 if (d["split"], d["cushion"], d["attack"]) == (r["split"], r["cushion"], r["attack"])]
+        assert sum(d["n"] for d in parts) == r["n"]
+        assert {(d["source"], d["target"]) for d in parts} <= {("NORMAL", "PNEUMONIA"), ("PNEUMONIA", "NORMAL")}
+
+
+def test_outputs_written_and_valid(evaluated):
+    res, out = evaluated
+    on_disk = json.loads((out / "results.json").read_text())
+    validate_results(on_disk)
+    assert on_disk == json.loads(json.dumps(res))
+    report = (out / "report.md").read_text()
+    for section in ("## Summary", "## Clean performance", "## Split `holdout`, with Cushion", "## Layer ablation",
+                    "## Cushion ablation", "## Stress test", "## Sanity checks", "NORMAL → PNEUMONIA"):
+        assert section in report, section
+    figures = [f for v in res["figures"].values() for f in ([v] if isinstance(v, str) else v)]
+    assert {"examples.png", "eps_sweep.png", "roc_holdout_jpeg80.png"} <= set(figures)
+    for f in figures:
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temporaries
+
+
+def test_results_schema_rejects_bad_documents(evaluated):
+    res, _ = evaluated
+    bad = json.loads(json.dumps(res))
+    del bad["detection"][0]["auroc"]
+    bad["attacks"][0]["success_rate"] = 1.5
+    bad["clean"][0]["accuracy"] = float("nan")
+    bad["system"]["layer_names"] = "block1"
+    with pytest.raises(ValueError) as e:
+        validate_results(bad)
+    msg = str(e.value)
+    assert "detection[0]: missing required key 'auroc'" in msg
+    assert "attacks[0].success_rate: 1.5 > maximum" in msg
+    assert "clean[0].accuracy: NaN" in msg
+    assert "system.layer_names: expected array" in msg
+
+
+def test_each_attack_is_crafted_once(tiny_wrapper, sample32, monkeypatch):
+    built = []
+    real = runner_mod.make_aegis_attack
+
+    def counting(name, wrapper, **kw):
+        built.append((name, wrapper.cushion.name if wrapper.cushion is not None else "none", kw.get("eps")))
+        return real(name, wrapper, **kw)
+
+    monkeypatch.setattr(runner_mod, "make_aegis_attack", counting)
+    splits = _splits(sample32)
+    res = run_evaluation(tiny_wrapper, sample32["train"], splits, sample32["val"], attacks=["PGD", "WB"],
+                         detectors=["shield", "kd"], **{**TINY, "sanity_eps": [], "stress_samples": 0})
+    main = [b for b in built if b[2] == 16 / 256]
+    # main tables: once per (split, setting, attack); the layer ablation reuses them; the Cushion ablation adds PGD
+    # once per Cushion (through make_aegis_attack on its own wrapper)
+    assert sorted(main).count(("PGD", "jpeg80", 16 / 256)) == len(splits) + 1
+    assert sorted(main).count(("PGD", "none", 16 / 256)) == len(splits) + 1
+    assert sorted(main).count(("WB", "jpeg80", 16 / 256)) == len(splits)
+    assert res["sanity"]["eps_sweep"] == [] and res["stress_test"] == []
+
+
+def test_config_from_dict_and_errors():
+    cfg = EvaluationConfig.from_dict({"attacks": ["PGD"], "eps": 0.03}, max_eval=5)
+    assert cfg.attacks == ["PGD"] and cfg.eps == 0.03 and cfg.max_eval == 5
+    assert EvaluationConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="Did you mean 'adaptive_steps'"):
+        EvaluationConfig.from_dict({"adaptive_step": 3})
+    with pytest.raises(ValueError, match="unknown detector"):
+        EvaluationConfig(detectors=["shield", "knn"])
+    with pytest.raises(ValueError, match="duplicates"):
+        EvaluationConfig(attacks=["PGD", {"name": "PGD"}])
+    with pytest.raises(ValueError, match="cushion_modes"):
+        EvaluationConfig(cushion_modes=["sometimes"])
+
+
+def test_default_layer_subsets():
+    s = default_layer_subsets(["a", "b", "c"])
+    assert list(s) == ["only a", "only b", "only c", "shallow", "deep", "all"]
+    assert s["shallow"] == ["a", "b"] and s["deep"] == ["c"] and s["all"] == ["a", "b", "c"]
+    assert list(default_layer_subsets(["a"])) == ["all"]
+
+
+def test_wrapper_without_cushion_and_bad_inputs(tiny_classifier, tiny_wrapper, sample32):
+    bare = AegisWrapper(tiny_classifier, tiny_wrapper.shield, cushion=None, threshold=tiny_wrapper.threshold)
+    splits = {"test": _splits(sample32)["test"]}
+    res = run_evaluation(bare, sample32["train"], splits, sample32["val"], attacks=["FGSM"], detectors=["shield", "maha"],
+                         layer_ablation_attacks=[], **{**TINY, "cushion_ablation": [], "sanity_eps": [],
+                                                       "stress_samples": 0})
+    assert {r["cushion"] for r in res["attacks"]} == {"none"}
+    assert any("no Cushion" in n for n in res["notes"])
+    assert not math.isnan(res["clean"][0]["accuracy"])
+    with pytest.raises(TypeError, match="AegisWrapper"):
+        run_evaluation(tiny_classifier, sample32["train"], splits)
+    with pytest.raises(ValueError, match="ablation_split"):
+        run_evaluation(bare, sample32["train"], splits, ablation_split="nope", attacks=["FGSM"])
