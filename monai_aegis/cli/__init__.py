@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -33,4 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # bad input (our clear messages): one line, no traceback
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2

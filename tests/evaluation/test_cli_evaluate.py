@@ -42,3 +42,21 @@ def test_evaluate_command_needs_architecture(tiny_wrapper, tmp_path):
     tiny_wrapper.save(path)
     with pytest.raises(SystemExit, match="--classifier"):
         main(["evaluate", "--wrapper", str(path), "--data", "sample", "--size", "32", "--output", str(tmp_path / "o")])
+
+
+def test_evaluate_command_bad_input_is_one_clear_line(tiny_wrapper, tmp_path, capsys):
+    path, clf_path = tmp_path / "aegis.pt", tmp_path / "clf.pt"
+    tiny_wrapper.save(path)
+    save_classifier(tiny_wrapper.classifier, clf_path, "small_vgg", width=8)
+    common = ["evaluate", "--wrapper", str(path), "--classifier", str(clf_path), "--data", "sample", "--size", "32",
+              "--output", str(tmp_path / "o")]
+    assert main([*common, "--set", "adaptiv_steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert "python -m monai_aegis evaluate: error:" in err and "adaptive_steps" in err and "Traceback" not in err
+    assert main([*common, "--detectors", "shield,odin"]) == 2
+    assert "odin" in capsys.readouterr().err
+    missing = ["evaluate", "--wrapper", str(tmp_path / "nope.pt"), "--classifier", str(clf_path), "--data", "sample",
+               "--size", "32", "--output", str(tmp_path / "o")]
+    assert main(missing) == 2
+    assert "nope.pt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
