@@ -199,6 +199,9 @@ class ShieldTrainer(SupervisedTrainer):
         eps: budget when no scheduler sets ``engine.state.eps``.
         seed: seed of the target-class draw.
         stats_batches: batches used to fit the Shield's input standardisation (0 to skip).
+        distributed: wrap the trained network in ``DistributedDataParallel`` (needs an initialised process group,
+            e.g. under torchrun): Shield gradients are averaged over ranks, so every rank holds the same Shield.
+            Give each rank its shard of the data (``DistributedSampler``).
         kwargs: passed to ``SupervisedTrainer`` (``train_handlers``, ``epoch_length``, ``amp``, ...).
     """
 
@@ -213,6 +216,7 @@ class ShieldTrainer(SupervisedTrainer):
         eps: float = 16 / 256,
         seed: int | None = 0,
         stats_batches: int = 4,
+        distributed: bool = False,
         **kwargs: Any,
     ) -> None:
         if wrapper.shield is None:
@@ -227,11 +231,19 @@ class ShieldTrainer(SupervisedTrainer):
         kwargs.setdefault("decollate", False)
         if "key_train_metric" not in kwargs:
             kwargs["key_train_metric"] = {"detection_acc": Accuracy(output_transform=_detection_accuracy_output)}
+        network: nn.Module = ShieldScorer(wrapper).to(device)
+        if distributed:
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):
+                raise RuntimeError("ShieldTrainer(distributed=True) needs an initialised process group (torchrun).")
+            ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
+            network = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
             train_data_loader=train_data_loader,
-            network=ShieldScorer(wrapper).to(device),
+            network=network,
             optimizer=optimizer,
             loss_function=ShieldLoss(),
             iteration_update=AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed),
@@ -256,3 +268,8 @@ class ShieldTrainer(SupervisedTrainer):
                 feats.setdefault(k, []).append(v.detach())
         if feats:
             self.wrapper.shield.fit_input_stats({k: torch.cat(v) for k, v in feats.items()})
+        if isinstance(self.network, nn.parallel.DistributedDataParallel):  # every rank uses rank 0's statistics
+            import torch.distributed as dist
+
+            for buf in self.wrapper.shield.buffers():
+                dist.broadcast(buf, 0)

@@ -34,14 +34,15 @@ LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "resnet34": ("layer1", "layer2", "layer3", "layer4"),
     "monai_resnet": ("layer1", "layer2", "layer3", "layer4"),
     "monai_densenet": ("features.transition1", "features.transition2", "features.transition3", "features.norm5"),
+    "small_vgg": ("block1", "block2", "block3", "block4"),
 }
 
 
 def default_layer_names(model: nn.Module) -> tuple[str, ...]:
     """Return the preset layer names for a known backbone, or raise ``ValueError`` naming the options.
 
-    Recognises torchvision ``ResNet`` (by block type and depth), ``VGG`` (16 conv layers), MONAI ``ResNet``
-    and MONAI ``DenseNet`` (any depth). For anything else, pass layer names explicitly.
+    Recognises torchvision ``ResNet`` (by block type and depth), ``VGG`` (16 conv layers), MONAI ``ResNet``,
+    MONAI ``DenseNet`` (any depth) and :func:`~monai_aegis.networks.nets.small_vgg`. For anything else, pass layer names explicitly.
     """
     cls = type(model)
     module = cls.__module__
@@ -63,6 +64,8 @@ def default_layer_names(model: nn.Module) -> tuple[str, ...]:
         return LAYER_PRESETS["monai_resnet"]
     if module.startswith("monai.networks.nets.densenet"):
         return LAYER_PRESETS["monai_densenet"]
+    if isinstance(model, nn.Sequential) and set(LAYER_PRESETS["small_vgg"]) <= names:
+        return LAYER_PRESETS["small_vgg"]
     raise ValueError(
         f"no layer preset for {cls.__name__} ({module}); pass layer names explicitly "
         f"(presets exist for: {', '.join(LAYER_PRESETS)})."

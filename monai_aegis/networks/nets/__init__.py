@@ -1,4 +1,25 @@
 from .aegis import AegisWrapper, iterate_images
+from .classifiers import (
+    CLASSIFIERS,
+    SMALL_VGG_LAYERS,
+    build_classifier,
+    load_classifier,
+    resnet18_classifier,
+    save_classifier,
+    small_vgg,
+)
 from .shield import Shield, feature_shapes
 
-__all__ = ["AegisWrapper", "Shield", "feature_shapes", "iterate_images"]
+__all__ = [
+    "CLASSIFIERS",
+    "SMALL_VGG_LAYERS",
+    "AegisWrapper",
+    "Shield",
+    "build_classifier",
+    "feature_shapes",
+    "iterate_images",
+    "load_classifier",
+    "resnet18_classifier",
+    "save_classifier",
+    "small_vgg",
+]

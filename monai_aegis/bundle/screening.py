@@ -1,0 +1,356 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""Screening of image files by a saved Aegis (the bundles' ``inference.json`` and ``python -m monai_aegis screen``).
+
+One bad file must not stop a screening run, so the pieces are tolerant per file:
+
+* :func:`screening_datalist` -- ``[{"image": path, "file": path}, ...]`` from folders and files, without decoding.
+* :class:`TolerantTransformd` -- runs the preprocessing; a file that cannot be read or has the wrong shape becomes a
+  zero image with an ``error`` string instead of an exception.
+* :class:`ScreeningInferer` -- ``AegisWrapper.screen`` as a MONAI inferer (prediction, probabilities, Shield score,
+  accept/reject), for :class:`monai.engines.SupervisedEvaluator`.
+* :class:`ScreeningWriter` -- handler collecting one row per file and writing ``predictions.csv`` and
+  ``predictions.json`` atomically when the run completes.
+* :func:`exit_on_failures` -- ``SystemExit(1)`` from a workflow's ``finalize`` when any file failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import torch
+from monai.config import KeysCollection
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+from monai.utils import min_version, optional_import
+
+from ..data.datalist import IMAGE_EXTENSIONS, list_image_files
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine, Events
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+    Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+__all__ = [
+    "SCREENING_COLUMNS",
+    "ScreeningInferer",
+    "ScreeningWriter",
+    "TolerantTransformD",
+    "TolerantTransformDict",
+    "TolerantTransformd",
+    "exit_on_failures",
+    "screening_datalist",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Columns of ``predictions.csv`` (and keys of each row of ``predictions.json``), in order.
+SCREENING_COLUMNS: tuple[str, ...] = (
+    "file",
+    "status",
+    "prediction",
+    "class_name",
+    "probability",
+    "shield_score",
+    "threshold",
+    "decision",
+    "error",
+)
+
+
+def screening_datalist(
+    files: PathLike | Iterable[PathLike], extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive: bool = True
+) -> list[dict[str, str]]:
+    """Datalist of the files to screen, built from paths only (nothing is decoded here).
+
+    Folders are scanned for ``extensions`` (DICOM, NIfTI, PNG, JPEG by default; see
+    :func:`monai_aegis.data.list_image_files`). Explicitly named files are kept whatever their ending, so that a
+    file which cannot be read is reported in the output rather than silently skipped.
+
+    Args:
+        files: a folder, a file, or an iterable of folders and files (order kept; folder contents sorted).
+        extensions: file endings picked up from folders.
+        recursive: also scan sub-folders.
+
+    Returns:
+        ``[{"image": abs path, "file": abs path}, ...]``.
+
+    Raises:
+        FileNotFoundError: a named folder or file does not exist.
+        ValueError: nothing to screen (no paths, or no image files in the folders).
+    """
+    sources = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    if not sources:
+        raise ValueError("no files or folders to screen were given.")
+    paths: list[str] = []
+    for src in sources:
+        p = Path(src).expanduser()
+        if p.is_dir():
+            paths.extend(list_image_files(p, extensions, recursive))
+        elif p.is_file():
+            paths.append(str(p.resolve()))
+        else:
+            raise FileNotFoundError(f"file or folder to screen not found: '{p}'.")
+    if not paths:
+        where = ", ".join(f"'{s}'" for s in sources)
+        raise ValueError(f"no image files ({', '.join(extensions)}, any case) found under {where}.")
+    return [{"image": f, "file": f} for f in paths]
+
+
+def _error_message(exc: BaseException) -> str:
+    """``"Type: first line"`` of the innermost cause (MONAI wraps transform errors in ``RuntimeError``)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    lines = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
+    return f"{type(root).__name__}: {lines[0]}" if lines else type(root).__name__
+
+
+class TolerantTransformd(MapTransform):
+    """Apply ``transform`` to a data item; a failure (unreadable file, wrong shape, NaN) becomes an error entry.
+
+    On success the item gets ``error_key = ""``; on failure every ``keys`` entry is replaced by zeros of
+    ``image_shape`` and ``error_key`` holds ``"ExceptionType: message"`` (the innermost cause), so that the
+    item still batches with the others and is reported instead of stopping the run. ``file_key`` is kept (copied
+    from the first key's input path when absent).
+
+    Args:
+        keys: the image key(s) produced by ``transform``.
+        transform: the preprocessing, e.g. :func:`monai_aegis.data.classification_transforms`.
+        image_shape: the expected ``(C, H, W)`` output; another shape is an error (``None``: not checked).
+        error_key: key of the error message.
+        file_key: key of the source path.
+        allow_missing_keys: do not raise when a key is missing.
+
+    Example::
+
+        pre = TolerantTransformd("image", classification_transforms(64, 1), image_shape=(1, 64, 64))
+        pre({"image": "broken.dcm"})  # {"image": zeros(1, 64, 64), "file": "broken.dcm", "error": "RuntimeError: ..."}
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        transform: Callable[[Any], Any],
+        image_shape: Sequence[int] | None = None,
+        error_key: str = "error",
+        file_key: str = "file",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not callable(transform):
+            raise ValueError(f"transform must be callable, got {type(transform).__name__}.")
+        self.transform = transform
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.error_key = error_key
+        self.file_key = file_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.file_key not in d:
+            first = next(iter(self.key_iterator(d)), None)
+            d[self.file_key] = str(d[first]) if isinstance(d.get(first), (str, os.PathLike)) else ""
+        try:
+            out = dict(self.transform(d))
+            for key in self.key_iterator(out):
+                img = torch.as_tensor(out[key])
+                if self.image_shape is not None and tuple(img.shape) != self.image_shape:
+                    raise ValueError(f"preprocessed image has shape {tuple(img.shape)}, expected {self.image_shape}.")
+                if img.is_floating_point() and not bool(torch.isfinite(img).all()):
+                    raise ValueError("preprocessed image contains NaN or Inf values.")
+            out[self.error_key] = ""
+            out[self.file_key] = d[self.file_key]
+            return out
+        except Exception as e:  # any reader / transform failure is reported per file
+            msg = _error_message(e)
+            logger.warning(f"cannot screen '{d[self.file_key]}': {msg}")
+            if self.image_shape is None:
+                raise ValueError(f"cannot preprocess '{d[self.file_key]}' ({msg}) and no image_shape is set to "
+                                 "stand in for it.") from e
+            for key in self.key_iterator(d):
+                d[key] = torch.zeros(self.image_shape, dtype=torch.float32)
+            d[self.error_key] = msg
+            return d
+
+
+TolerantTransformD = TolerantTransformDict = TolerantTransformd
+
+
+class ScreeningInferer(Inferer):
+    """``network.screen(inputs)`` as a MONAI inferer: the dict of :meth:`AegisWrapper.screen` (``logits``,
+    ``probs``, ``pred``, ``shield_logit``, ``score``, ``threshold``, ``accept``) instead of plain logits.
+
+    Args:
+        check_input: validate the batch (finite, in [0, 1]) before screening.
+    """
+
+    def __init__(self, check_input: bool = True) -> None:
+        super().__init__()
+        self.check_input = check_input
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        screen = getattr(network, "screen", None)
+        if screen is None:
+            raise TypeError(f"ScreeningInferer needs an AegisWrapper (with .screen), got {type(network).__name__}.")
+        return screen(inputs, check_input=self.check_input)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(float(value)) else None
+
+
+class ScreeningWriter:
+    """Handler collecting one row per screened file and writing ``<output_dir>/<name>.csv`` and ``.json``.
+
+    Rows have the columns :data:`SCREENING_COLUMNS`: ``file``, ``status`` (``ok``/``error``), ``prediction``
+    (class index), ``class_name``, ``probability`` (softmax probability of the prediction), ``shield_score``
+    (the Shield's clean logit of the predicted class; accepted when ``>= threshold``), ``threshold``,
+    ``decision`` (``ACCEPT``/``REJECT``/``ERROR``) and ``error``. Both files are written atomically when the
+    engine completes; the JSON holds ``{"summary": {...}, "rows": [...]}``.
+
+    Expects ``engine.state.output["pred"]`` from :class:`ScreeningInferer` and the batch keys ``file_key`` and
+    ``error_key`` from :class:`TolerantTransformd` (use ``SupervisedEvaluator(decollate=False)``).
+
+    Args:
+        output_dir: output folder (created).
+        class_names: names of the classes, by index (``None``: the index as text).
+        name: base name of the output files.
+        file_key: batch key of the source paths.
+        error_key: batch key of the per-file error messages (empty string: no error).
+        output_key: key of the screening dict in ``engine.state.output``.
+    """
+
+    def __init__(
+        self,
+        output_dir: PathLike,
+        class_names: Sequence[str] | None = None,
+        name: str = "predictions",
+        file_key: str = "file",
+        error_key: str = "error",
+        output_key: str = "pred",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.name = name
+        self.file_key = file_key
+        self.error_key = error_key
+        self.output_key = output_key
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def csv_path(self) -> Path:
+        return self.output_dir / f"{self.name}.csv"
+
+    @property
+    def json_path(self) -> Path:
+        return self.output_dir / f"{self.name}.json"
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """The rows of files that could not be screened."""
+        return [r for r in self.rows if r["status"] != "ok"]
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self._reset, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self._reset)
+        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        if not engine.has_event_handler(self.write, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def _reset(self, engine: Engine | None = None) -> None:
+        self.rows = []
+
+    def __call__(self, engine: Engine) -> None:
+        batch, out = engine.state.batch, engine.state.output
+        res = out[self.output_key] if isinstance(out, Mapping) else out
+        if not isinstance(res, Mapping):
+            raise TypeError("ScreeningWriter expects the screening dict of ScreeningInferer in "
+                            f"engine.state.output[{self.output_key!r}] (use SupervisedEvaluator(decollate=False)).")
+        self.rows.extend(self.make_rows(batch[self.file_key], batch.get(self.error_key), res))
+
+    def make_rows(
+        self, files: Sequence[str], errors: Sequence[str] | None, res: Mapping[str, torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        """One row per item of a screened batch."""
+        n = len(files)
+        errors = list(errors) if errors is not None else [""] * n
+        pred = res["pred"].detach().cpu().reshape(-1).tolist()
+        prob = res["probs"].detach().float().cpu().max(1).values.tolist() if "probs" in res else [float("nan")] * n
+        shield = res.get("shield_logit")
+        shield = shield.detach().float().cpu().reshape(-1).tolist() if shield is not None else [None] * n
+        thr = res.get("threshold")
+        thr = thr.detach().float().cpu().reshape(-1).tolist() if thr is not None else [None] * n
+        accept = res["accept"].detach().cpu().reshape(-1).tolist()
+        rows = []
+        for i in range(n):
+            row: dict[str, Any] = dict.fromkeys(SCREENING_COLUMNS)
+            row["file"] = str(files[i])
+            if errors[i]:
+                row.update(status="error", decision="ERROR", error=str(errors[i]))
+            else:
+                p = int(pred[i])
+                names = self.class_names
+                row.update(
+                    status="ok",
+                    prediction=p,
+                    class_name=names[p] if names is not None and p < len(names) else str(p),
+                    probability=_finite(prob[i]),
+                    shield_score=None if shield[i] is None else _finite(shield[i]),
+                    threshold=None if thr[i] is None else _finite(thr[i]),
+                    decision="ACCEPT" if accept[i] else "REJECT",
+                    error="",
+                )
+            rows.append(row)
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of the rows: ``total``, ``ok``, ``accepted``, ``rejected``, ``failed``."""
+        dec = [r["decision"] for r in self.rows]
+        return {
+            "total": len(dec),
+            "ok": sum(d != "ERROR" for d in dec),
+            "accepted": dec.count("ACCEPT"),
+            "rejected": dec.count("REJECT"),
+            "failed": dec.count("ERROR"),
+            "csv": str(self.csv_path),
+            "json": str(self.json_path),
+        }
+
+    def write(self, engine: Engine | None = None) -> None:
+        """Atomically write the CSV and JSON outputs (also callable directly)."""
+        from ..utils import atomic_write_json, atomic_write_text
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(SCREENING_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: "" if r[k] is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
+                        for k in SCREENING_COLUMNS})
+        atomic_write_text(self.csv_path, buf.getvalue())
+        atomic_write_json(self.json_path, {"summary": self.summary(), "rows": self.rows})
+        s = self.summary()
+        logger.info(f"screened {s['total']} file(s): {s['accepted']} accepted, {s['rejected']} rejected, "
+                    f"{s['failed']} failed; wrote {self.csv_path}")
+
+
+def exit_on_failures(writer: ScreeningWriter) -> None:
+    """Raise ``SystemExit(1)`` when ``writer`` holds failed files (call it after the outputs are written, e.g. in
+    the workflow's ``finalize``), so that the exit status says whether every file was screened."""
+    failed = writer.failed
+    if failed:
+        logger.error(f"{len(failed)} of {len(writer.rows)} file(s) could not be screened; see {writer.csv_path}")
+        raise SystemExit(1)

@@ -1,0 +1,107 @@
+"""Wrapping pretrained classifiers: checkpoint formats, clear errors, and the ResNet-50 / DenseNet121 presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from monai_aegis.bundle import build_aegis, load_network, prepare_classifier
+from monai_aegis.networks.nets import small_vgg
+
+
+def _net() -> nn.Module:
+    return small_vgg(1, 2, width=4)
+
+
+def test_state_dict_formats(tmp_path):
+    src = _net()
+    torch.save(src.state_dict(), tmp_path / "plain.pt")
+    torch.save({"state_dict": src.state_dict(), "epoch": 3}, tmp_path / "nested.pth")
+    for name in ("plain.pt", "nested.pth"):
+        dst = load_network(_net(), tmp_path / name)
+        assert all(torch.equal(v, src.state_dict()[k]) for k, v in dst.state_dict().items())
+        assert not dst.training
+
+
+def test_safetensors_checkpoint(tmp_path):
+    st = pytest.importorskip("safetensors.torch")
+    src = _net()
+    st.save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    dst = load_network(_net(), tmp_path / "w.safetensors")
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in dst.state_dict().items())
+
+
+def test_torchscript_checkpoint_replaces_network(tmp_path):
+    src = _net().eval()
+    torch.jit.save(torch.jit.script(src), str(tmp_path / "model.ts"))
+    model = load_network(None, tmp_path / "model.ts")
+    x = torch.rand(2, 1, 32, 32)
+    assert isinstance(model, torch.jit.ScriptModule)
+    assert torch.allclose(model(x), src(x), atol=1e-6)
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_network(_net(), tmp_path / "missing.pt")
+    torch.save(small_vgg(1, 2, width=8).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_network(_net(), tmp_path / "other.pt")
+    torch.save({"epoch": 1, "note": "x"}, tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match="not a state dict"):
+        load_network(_net(), tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match="give a classifier checkpoint"):
+        prepare_classifier(_net(), "", None)
+
+
+def test_prepare_classifier_trains_and_saves(tmp_path):
+    from monai_aegis.data import load_sample_arrays
+
+    x, y = load_sample_arrays("train", 32)
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[idx], y[idx]
+    batches = [{"image": xb, "label": yb} for xb, yb in zip(x[:64].split(16), y[:64].split(16))]
+    loader = batches  # any re-iterable of {"image", "label"} batches
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = prepare_classifier(net, None, loader, loader, epochs=1, save_path=tmp_path / "c.pt")
+    assert not out.training
+    assert any(not torch.equal(v, before[k]) for k, v in out.state_dict().items() if v.is_floating_point())
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in out.state_dict().items())
+
+
+def test_resnet50_preset_builds():
+    tv = pytest.importorskip("torchvision")
+    clf = tv.models.resnet50(weights=None, num_classes=2)
+    wrapper = build_aegis(clf, (3, 64, 64), 2, layer_names=None, cushion="jpeg80", shield_width=4, shield_hidden=8)
+    assert wrapper.layer_names == ("layer1.0", "layer2.0", "layer3.0", "layer4.0")  # blocks 1, 4, 8, 14
+    wrapper.calibrate(torch.rand(8, 3, 64, 64), tnr=0.9, min_per_class=100)
+    out = wrapper.screen(torch.rand(2, 3, 64, 64))
+    assert out["logits"].shape == (2, 2) and out["accept"].shape == (2,)
+
+
+def test_monai_densenet121_preset_builds():
+    from monai.networks.nets import DenseNet121
+
+    clf = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+    wrapper = build_aegis(clf, (1, 64, 64), 2, layer_names=None, cushion="bit_depth4", shield_width=4, shield_hidden=8)
+    assert wrapper.layer_names == ("features.transition1", "features.transition2", "features.transition3",
+                                   "features.norm5")
+    logits, feats = wrapper.forward_features(torch.rand(2, 1, 64, 64))
+    assert logits.shape == (2, 2) and list(feats) == list(wrapper.layer_names)
+
+
+def test_vgg16_preset_from_config_entry():
+    pytest.importorskip("torchvision")
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"net": {"_target_": "torchvision.models.vgg16", "num_classes": 2}})
+    wrapper = build_aegis(parser.get_parsed_content("net"), (3, 64, 64), 2, "vgg16", cushion=None, shield_width=2,
+                          shield_hidden=4)
+    assert wrapper.layer_names == ("features.6", "features.13", "features.20", "features.27")
+
+
+def test_unknown_layer_name_is_reported():
+    with pytest.raises(ValueError, match="unknown layer name 'blok1'"):
+        build_aegis(_net(), (1, 32, 32), 2, layer_names=["blok1"])

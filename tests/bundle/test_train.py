@@ -1,0 +1,127 @@
+"""aegis_cxr train.json / evaluate.json end to end on tiny overrides, metadata keys, and MONAI property checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bundle_helpers import BUNDLES, TINY, bundle_files, read_json, run_workflow
+
+#: keys the MONAI bundle specification (meta_schema_20220324) requires in metadata.json
+REQUIRED_META = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                 "required_packages_version", "task", "description", "authors", "copyright", "network_data_format")
+
+
+def test_train_writes_wrapper_and_summary(tiny_cxr_bundle):
+    from monai_aegis.bundle import load_aegis
+    from monai_aegis.networks.nets import small_vgg
+
+    aegis = tiny_cxr_bundle / "models" / "aegis.pt"
+    assert aegis.is_file() and (tiny_cxr_bundle / "models" / "classifier.pt").is_file()
+    assert any((tiny_cxr_bundle / "models" / "shield_checkpoints").glob("*.pt"))
+    summary = read_json(tiny_cxr_bundle / "eval" / "train_summary.json")
+    assert summary["n_test"] == TINY["max_items"] and summary["world_size"] == 1
+    assert set(summary["attacks"]) == {"PGD", "WB"}
+    assert 0.0 <= summary["clean_accuracy"] <= 1.0 and len(summary["threshold"]) == 2
+    assert summary["layer_names"] == ["block1", "block2", "block3", "block4"]
+    assert summary["cushion"]["method"] == "jpeg" and summary["cushion"]["quality"] == 80
+    wrapper = load_aegis(small_vgg(1, 2, width=8, convs_per_block=1), aegis)
+    assert torch.allclose(wrapper.threshold, torch.tensor(summary["threshold"]))
+    out = wrapper.screen(torch.rand(3, 1, 64, 64))
+    assert out["pred"].shape == (3,) and out["accept"].dtype == torch.bool
+
+
+def test_pretrained_checkpoint_skips_classifier_training(tiny_cxr_bundle, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    ckpt = tiny_cxr_bundle / "models" / "classifier.pt"
+    wf = ConfigWorkflow(config_file=str(BUNDLES / "aegis_cxr" / "train.json"), workflow_type="train",
+                        logging_file=None, meta_file=str(BUNDLES / "aegis_cxr" / "metadata.json"),
+                        bundle_root=str(tmp_path), network_checkpoint=str(ckpt), **TINY)
+    wf.initialize()
+    clf = wf.parser.get_parsed_content("classifier")
+    saved = torch.load(ckpt, weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in clf.state_dict().items())
+    assert not (tmp_path / "models" / "classifier.pt").exists()  # not retrained, not re-saved
+
+
+def test_evaluate_overlay_writes_report(tiny_cxr_bundle):
+    evaluation = {
+        "attacks": ["PGD", "WB"], "detectors": ["shield", "lid"], "cushion_modes": ["with"], "conventional_steps": 2,
+        "adaptive_steps": 2, "max_eval": 16, "n_fit": 16, "layer_ablation_attacks": [], "cushion_ablation": [],
+        "stress_samples": 0, "sanity_eps": [], "figures": False, "progress": False, "tnr": 0.9, "seed": 0,
+        "class_names": ["NORMAL", "PNEUMONIA"],
+    }
+    run_workflow(bundle_files("aegis_cxr", "train.json", "evaluate.json"), None, bundle_root=str(tiny_cxr_bundle),
+                 evaluation=evaluation, **TINY)
+    results = read_json(tiny_cxr_bundle / "eval" / "results.json")
+    assert (tiny_cxr_bundle / "eval" / "report.md").is_file()
+    attacks = {r["attack"] for r in results["detection"]}
+    detectors = {r["detector"] for r in results["detection"]}
+    assert attacks == {"PGD", "WB"} and "shield" in detectors
+    # a baseline that cannot be fitted on this 1-epoch toy classifier is skipped with a note, never silently
+    assert "lid" in detectors or any("LID" in n for n in results["notes"])
+
+
+@pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
+def test_metadata_has_required_keys(bundle):
+    meta = read_json(BUNDLES / bundle / "metadata.json")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    assert not missing, missing
+    assert meta["version"] in meta["changelog"]
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["num_channels"] == (1 if bundle == "aegis_cxr" else 3)
+    assert fmt["outputs"]["pred"]["num_channels"] == 2
+    for f in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf", "LICENSE",
+              "docs/README.md"):
+        assert (BUNDLES / bundle / f).is_file(), f
+
+
+@pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
+def test_train_workflow_properties(bundle, tmp_path, request):
+    from monai.bundle import ConfigWorkflow
+
+    extra = {}
+    if bundle == "aegis_fundus":  # no embedded fundus sample: needs ../shared/data/fundus
+        extra["dataset_dir"] = str(request.getfixturevalue("shared_data") / "fundus")
+    wf = ConfigWorkflow(config_file=str(BUNDLES / bundle / "train.json"), workflow_type="train", logging_file=None,
+                        meta_file=str(BUNDLES / bundle / "metadata.json"), bundle_root=str(tmp_path), **extra)
+    wf.initialize()
+    assert wf.check_properties() == []
+    assert wf.max_epochs == wf.parser["shield_epochs"]
+
+
+def test_multi_gpu_overlay_keeps_train_properties(tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(bundle_files("aegis_cxr", "train.json", "multi_gpu_train.json"))
+    assert parser["train#trainer#distributed"] is True
+    assert parser["train#sampler"]["_target_"] == "DistributedSampler"
+    handlers = parser["train"]["handlers"]
+    assert [h["_target_"] for h in handlers[-2:]] == ["StatsHandler", "CheckpointSaver"]  # dropped on ranks > 0
+
+
+def test_fundus_bundle_without_dataset_dir_says_what_to_do(tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=str(BUNDLES / "aegis_fundus" / "train.json"), workflow_type="train",
+                        logging_file=None, meta_file=str(BUNDLES / "aegis_fundus" / "metadata.json"),
+                        bundle_root=str(tmp_path))
+    wf.initialize()
+    with pytest.raises(RuntimeError) as info:
+        wf.run()
+    assert "set dataset_dir to an APTOS 2019 / EyePACS folder" in str(info.value.__cause__ or info.value)
+
+
+def test_fundus_train_and_evaluate_on_shared_data(shared_data, tmp_path):
+    """aegis_fundus end to end on a tiny override of the shared EyePACS copy (3 channels)."""
+    fundus = {**TINY, "dataset_dir": str(shared_data / "fundus"), "bundle_root": str(tmp_path)}
+    run_workflow(bundle_files("aegis_fundus", "train.json"), "train", **fundus)
+    summary = read_json(tmp_path / "eval" / "train_summary.json")
+    assert summary["class_names"] == ["No DR", "DR"] and summary["n_test"] == TINY["max_items"]
+    evaluation = {"attacks": ["PGD"], "detectors": ["shield"], "cushion_modes": ["with"], "conventional_steps": 2,
+                  "max_eval": 8, "n_fit": 8, "layer_ablation_attacks": [], "cushion_ablation": [], "stress_samples": 0,
+                  "sanity_eps": [], "figures": False, "progress": False}
+    run_workflow(bundle_files("aegis_fundus", "train.json", "evaluate.json"), None, evaluation=evaluation, **fundus)
+    results = read_json(tmp_path / "eval" / "results.json")
+    assert {r["attack"] for r in results["detection"]} == {"PGD"}

@@ -1,0 +1,81 @@
+"""``python -m monai_aegis screen``: a bundle's inference.json over files and folders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_aegis.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CXR = REPO_ROOT / "bundles" / "aegis_cxr"
+TINY = ["--set", "network_def#width=8", "--set", "network_def#convs_per_block=1", "--device", "cpu",
+        "--num-workers", "0", "--no-progress"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def aegis_ckpt(tmp_path) -> Path:
+    from monai_aegis.bundle import build_aegis
+    from monai_aegis.networks.nets import small_vgg
+
+    clf = small_vgg(in_channels=1, num_classes=2, width=8)
+    w = build_aegis(clf, (1, 64, 64), 2, layer_names=None, cushion="jpeg80", shield_width=4, shield_hidden=8)
+    w.calibrate(torch.rand(40, 1, 64, 64), tnr=0.9)
+    path = tmp_path / "models" / "aegis.pt"
+    w.save(path)
+    return path
+
+
+def test_screen_folder(aegis_ckpt, tmp_path, write_png, write_dicom, capsys):
+    data = tmp_path / "scans"
+    write_png(data / "a.png", size=(40, 50))
+    write_dicom(data / "sub" / "b.dcm", (torch.rand(32, 32).numpy() * 4000).astype("uint16"))
+    out = tmp_path / "out"
+    rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(aegis_ckpt), "--output", str(out), *TINY, str(data)])
+    assert rc == 0
+    rows = _rows(out / "predictions.csv")
+    assert [Path(r["file"]).name for r in rows] == ["a.png", "b.dcm"]
+    assert all(r["status"] == "ok" and r["decision"] in ("ACCEPT", "REJECT") for r in rows)
+    printed = capsys.readouterr().out
+    assert "screened 2 file(s)" in printed and str(out / "predictions.csv") in printed
+
+
+def test_screen_failed_file_exits_1(aegis_ckpt, tmp_path, write_png, capsys):
+    good = write_png(tmp_path / "good.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(aegis_ckpt), "--output", str(out), *TINY,
+               str(good), str(bad)])
+    assert rc == 1
+    rows = _rows(out / "predictions.csv")
+    assert [r["status"] for r in rows] == ["ok", "error"]
+    assert "1 failed" in capsys.readouterr().out and (out / "predictions.json").is_file()
+
+
+def test_screen_missing_checkpoint(tmp_path, write_png, capsys):
+    png = write_png(tmp_path / "a.png")
+    rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "o"),
+               *TINY, str(png)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "screen: error:" in err and "nope.pt' not found" in err and "Traceback" not in err
+
+
+def test_screen_bad_input(aegis_ckpt, tmp_path, capsys):
+    common = ["screen", "--ckpt", str(aegis_ckpt), *TINY]
+    assert main([*common, "--bundle", str(CXR), str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main([*common, "--bundle", str(tmp_path), str(tmp_path)]) == 2
+    assert "inference.json" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([*common, "--bundle", str(CXR), str(tmp_path / "empty")]) == 2
+    assert "no image files" in capsys.readouterr().err
