@@ -42,7 +42,8 @@ def default_layer_names(model: nn.Module) -> tuple[str, ...]:
     """Return the preset layer names for a known backbone, or raise ``ValueError`` naming the options.
 
     Recognises torchvision ``ResNet`` (by block type and depth), ``VGG`` (16 conv layers), MONAI ``ResNet``,
-    MONAI ``DenseNet`` (any depth) and :func:`~monai_aegis.networks.nets.small_vgg`. For anything else, pass layer names explicitly.
+    MONAI ``DenseNet`` (any depth) and :func:`~monai_aegis.networks.nets.small_vgg`. For anything else, pass
+    layer names explicitly.
     """
     cls = type(model)
     module = cls.__module__
@@ -137,6 +138,11 @@ class FeatureHooks:
         detach: bool = False,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        if isinstance(model, torch.jit.ScriptModule):
+            raise ValueError(
+                f"cannot hook {type(model).__name__}: forward hooks do not run inside TorchScript models. Load the eager "
+                "model instead (architecture + state dict), e.g. the bundle's network_def + network_checkpoint."
+            )
         self.model = model
         self.layer_names = resolve_layer_names(model, layer_names)
         self.detach = detach

@@ -39,6 +39,8 @@ def test_torchscript_checkpoint_replaces_network(tmp_path):
     x = torch.rand(2, 1, 32, 32)
     assert isinstance(model, torch.jit.ScriptModule)
     assert torch.allclose(model(x), src(x), atol=1e-6)
+    with pytest.raises(ValueError, match="TorchScript"):  # the Shield needs hooks: a clear error, not torch's
+        build_aegis(model, (1, 32, 32), 2, layer_names=["block1"])
 
 
 def test_bad_checkpoints_are_named(tmp_path):
