@@ -59,20 +59,20 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("bundle", sorted(BUNDLES))
-def test_inference_properties(bundle, tmp_path, write_png):
+def test_inference_properties_and_end_to_end(bundle, tmp_path, write_png):
     channels = BUNDLES[bundle]
     _make_aegis(tmp_path / "models" / "aegis.pt", channels)
-    write_png(tmp_path / "sample_inputs" / "a.png")
+    rgb = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    write_png(tmp_path / "sample_inputs" / "a.png", rgb if channels == 3 else None)
     wf = _workflow(bundle, tmp_path)
     wf.initialize()
-    if not (REPO_ROOT / "bundles" / bundle / "metadata.json").is_file():  # written separately: infer props only
-        from monai.bundle.properties import InferProperties
-
-        wf.properties = dict(InferProperties)
-    missing = wf.check_properties()
-    assert missing == []
+    assert wf.check_properties() == []
     assert str(wf.bundle_root) == str(tmp_path) and wf.dataset_dir == str(tmp_path) + "/sample_inputs"
     assert [d["file"] for d in wf.dataset.data] == [str((tmp_path / "sample_inputs" / "a.png").resolve())]
+    wf.run()
+    wf.finalize()  # every file screened: no SystemExit
+    rows = _read_csv(tmp_path / "screening" / "predictions.csv")
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["decision"] in ("ACCEPT", "REJECT")
 
 
 def test_inference_corrupt_dicom_and_valid_png(aegis_root, tmp_path, write_png):
