@@ -84,7 +84,8 @@ def test_train_workflow_properties(bundle, tmp_path, request):
     if bundle == "aegis_fundus":  # no embedded fundus sample: needs ../shared/data/fundus
         extra["dataset_dir"] = str(request.getfixturevalue("shared_data") / "fundus")
     wf = ConfigWorkflow(config_file=str(BUNDLES / bundle / "train.json"), workflow_type="train", logging_file=None,
-                        meta_file=str(BUNDLES / bundle / "metadata.json"), bundle_root=str(tmp_path), **extra)
+                        meta_file=str(BUNDLES / bundle / "metadata.json"), bundle_root=str(tmp_path), **TINY,
+                        **extra)
     wf.initialize()
     assert wf.check_properties() == []
     assert wf.max_epochs == wf.parser["shield_epochs"]
