@@ -136,8 +136,7 @@ def train_classifier(
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: sched.step())
     trainer.run()
-    info: dict[str, Any] = {"epochs": int(epochs), "loss": float(trainer.state.output[0]["loss"])
-                            if isinstance(trainer.state.output, list) else float(trainer.state.output["loss"])}
+    info: dict[str, Any] = {"epochs": int(epochs), "loss": float(torch.as_tensor(trainer.state.output["loss"]).detach())}
     if val_loader is not None:
         info["val_accuracy"] = accuracy(network, val_loader, device)
     network.eval()
