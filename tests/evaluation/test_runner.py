@@ -170,3 +170,28 @@ def test_wrapper_without_cushion_and_bad_inputs(tiny_classifier, tiny_wrapper, s
         run_evaluation(tiny_classifier, sample32["train"], splits)
     with pytest.raises(ValueError, match="ablation_split"):
         run_evaluation(bare, sample32["train"], splits, ablation_split="nope", attacks=["FGSM"])
+
+
+def test_sanity_sweep_takes_more_steps_not_bigger_ones_above_the_budget(tiny_wrapper, sample32, monkeypatch):
+    """Above the main eps the sweep scales the step count (capped by sanity_max_steps), keeping the step size."""
+    built = []
+    original = runner_mod._AttackFactory.build
+
+    def spy(self, spec, system, **extra):
+        label, attack = original(self, spec, system, **extra)
+        if "eps" in extra:
+            built.append((extra["eps"], attack.steps, attack.step_size))
+        return label, attack
+
+    monkeypatch.setattr(runner_mod._AttackFactory, "build", spy)
+    xt, yt = sample32["test"]
+    run_evaluation(tiny_wrapper, sample32["train"], {"holdout": (xt[:6], yt[:6])}, sample32["val"],
+                   attacks=["PGD"], detectors=["shield"], cushion_modes=["with"], conventional_steps=4,
+                   layer_ablation_attacks=[], cushion_ablation=[], stress_samples=0, sanity_samples=6,
+                   sanity_eps=[8 / 256, 16 / 256, 64 / 256, 1.0], sanity_attacks=["PGD"], sanity_max_steps=40,
+                   figures=False, progress=False, n_fit=24)
+    steps = {eps: s for eps, s, _ in built}
+    alpha = {eps: a for eps, _, a in built}
+    assert steps == {8 / 256: 4, 16 / 256: 4, 64 / 256: 16, 1.0: 40}
+    assert alpha[64 / 256] == pytest.approx(alpha[16 / 256])  # same step size as the main budget
+    assert alpha[1.0] == pytest.approx(2.5 / 40)  # capped step count: larger steps only beyond the cap
