@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from monai_aegis.evaluation.classifiers import SMALL_VGG_LAYERS, build_classifier  # noqa: E402
+from monai_aegis.networks.nets.classifiers import SMALL_VGG_LAYERS, build_classifier  # noqa: E402
 from monai_aegis.evaluation.datasets import load_evaluation_splits  # noqa: E402
 from monai_aegis.utils import atomic_torch_save, atomic_write_json, safe_torch_load  # noqa: E402
 

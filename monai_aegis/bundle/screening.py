@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +33,8 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 from monai.utils import min_version, optional_import
 
-from ..data.datalist import IMAGE_EXTENSIONS, list_image_files
+from ..data.datalist import IMAGE_EXTENSIONS, expand_image_paths
+from ..utils import json_safe
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -95,15 +95,7 @@ def screening_datalist(
     sources = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     if not sources:
         raise ValueError("no files or folders to screen were given.")
-    paths: list[str] = []
-    for src in sources:
-        p = Path(src).expanduser()
-        if p.is_dir():
-            paths.extend(list_image_files(p, extensions, recursive))
-        elif p.is_file():
-            paths.append(str(p.resolve()))
-        else:
-            raise FileNotFoundError(f"file or folder to screen not found: '{p}'.")
+    paths = expand_image_paths(sources, extensions, recursive, strict=False, what="file or folder to screen")
     if not paths:
         where = ", ".join(f"'{s}'" for s in sources)
         raise ValueError(f"no image files ({', '.join(extensions)}, any case) found under {where}.")
@@ -208,10 +200,6 @@ class ScreeningInferer(Inferer):
         return screen(inputs, check_input=self.check_input)
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(float(value)) else None
-
-
 class ScreeningWriter:
     """Handler collecting one row per screened file and writing ``<output_dir>/<name>.csv`` and ``.json``.
 
@@ -308,9 +296,9 @@ class ScreeningWriter:
                     status="ok",
                     prediction=p,
                     class_name=names[p] if names is not None and p < len(names) else str(p),
-                    probability=_finite(prob[i]),
-                    shield_score=None if shield[i] is None else _finite(shield[i]),
-                    threshold=None if thr[i] is None else _finite(thr[i]),
+                    probability=json_safe(float(prob[i])),
+                    shield_score=None if shield[i] is None else json_safe(float(shield[i])),
+                    threshold=None if thr[i] is None else json_safe(float(thr[i])),
                     decision="ACCEPT" if accept[i] else "REJECT",
                     error="",
                 )

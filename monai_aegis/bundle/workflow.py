@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -12,6 +11,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..evaluation.datasets import stack_loader
+from ..utils import json_safe
 
 __all__ = ["build_aegis", "evaluate_bundle", "finalize_training", "format_summary", "load_aegis", "stack_loader"]
 
@@ -50,21 +52,6 @@ def build_aegis(
     return AegisWrapper(classifier, shield, cushion=cushion_mod).to(device)
 
 
-def stack_loader(loader: Any, max_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate a loader of ``{"image", "label"}`` batches into ``(images, labels)`` tensors."""
-    xs, ys, n = [], [], 0
-    for batch in loader:
-        xs.append(torch.as_tensor(batch["image"]).float())
-        ys.append(torch.as_tensor(batch["label"]).reshape(-1).long())
-        n += xs[-1].shape[0]
-        if max_items is not None and n >= max_items:
-            break
-    if not xs:
-        raise ValueError("stack_loader: the loader yielded no batches.")
-    x, y = torch.cat(xs), torch.cat(ys)
-    return (x, y) if max_items is None else (x[:max_items], y[:max_items])
-
-
 def finalize_training(
     wrapper: Any,
     val_loader: Any,
@@ -91,9 +78,8 @@ def finalize_training(
     from .distributed import sharded_detection
 
     device = next(wrapper.classifier.parameters()).device
-    xv, _ = stack_loader(val_loader)
     wrapper.eval()
-    wrapper.calibrate(xv.to(device), tnr=tnr)
+    wrapper.calibrate(val_loader, tnr=tnr)
     if idist.get_rank() == 0:
         Path(save_path).parent.mkdir(parents=True, exist_ok=True)
         wrapper.save(save_path)
@@ -114,23 +100,19 @@ def finalize_training(
         "clean_accuracy": float((clean["pred"] == yt).float().mean()),
         "clean_accepted": float(clean["accept"].float().mean()),
         "val_accepted": float(wrapper.calibration.get("accepted_fraction", float("nan"))),
-        "attacks": {k: {m: _finite(v[m]) for m in ("auroc", "tpr@90tnr", "attack_success", "robust_accuracy")
-                        if m in v} for k, v in metrics.items()},
+        "attacks": {k: {m: v[m] for m in ("auroc", "tpr@90tnr", "attack_success", "robust_accuracy") if m in v}
+                    for k, v in metrics.items()},
         "attack_steps": int(attack_steps),
         "world_size": idist.get_world_size(),
     }
     if started is not None:
         summary["seconds"] = round(time.time() - float(started), 1)
+    summary = json_safe(summary)  # NaN (e.g. AUROC when no attack succeeded) -> None
     if idist.get_rank() == 0:
         if summary_path:
             atomic_write_json(summary_path, summary)
         print(format_summary(summary), flush=True)
     return summary
-
-
-def _finite(v: float) -> float | None:
-    """NaN (e.g. AUROC when no attack succeeded) -> ``None``, which JSON can hold."""
-    return None if v != v else float(v)
 
 
 def _fmt(v: float | None) -> str:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import EvaluationConfig, run_evaluation
-    from ..evaluation.classifiers import build_classifier, load_classifier
+    from ..networks.nets.classifiers import build_classifier, load_classifier
     from ..evaluation.datasets import load_evaluation_splits
     from ..networks import AegisWrapper
 

@@ -38,6 +38,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "KERMANY_CLASSES",
     "check_datalist",
+    "expand_image_paths",
     "fundus_datalist",
     "image_datalist",
     "kermany_datalist",
@@ -503,6 +504,47 @@ def medmnist_datalist(
 # ------------------------------------------------------------------------------------------------------------------
 # Any image files
 # ------------------------------------------------------------------------------------------------------------------
+def expand_image_paths(
+    sources: Sequence[PathLike],
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    recursive: bool = True,
+    *,
+    strict: bool = True,
+    what: str = "image file or folder",
+) -> list[str]:
+    """Absolute paths of the image files named by ``sources`` (files and folders), in the given order; folders are
+    listed with :func:`list_image_files`.
+
+    Args:
+        sources: files and folders.
+        extensions: accepted endings for folder scans (and, when ``strict``, for named files).
+        recursive: also scan sub-folders.
+        strict: a folder without images, or a named file that is neither of ``extensions`` nor an extension-less
+            DICOM, raises ``ValueError``. Otherwise empty folders add nothing and named files are kept whatever their
+            type (for readers that report unreadable files per file, e.g. screening).
+        what: how a missing source is called in the error message.
+
+    Raises:
+        FileNotFoundError: a source that does not exist.
+        ValueError: see ``strict``.
+    """
+    paths: list[str] = []
+    for src in sources:
+        p = Path(src).expanduser()
+        if p.is_dir():
+            found = list_image_files(p, extensions, recursive)
+            if strict and not found:
+                raise ValueError(f"no image files ({', '.join(extensions)}, any case) found under '{p}'.")
+            paths.extend(found)
+        elif p.is_file():
+            if strict and _image_suffix(p, extensions) is None and not _is_dicom_file(p):
+                raise ValueError(f"unsupported image file type: '{p}' (expected one of {', '.join(extensions)}).")
+            paths.append(str(p.resolve()))
+        else:
+            raise FileNotFoundError(f"{what} not found: '{p}'.")
+    return paths
+
+
 def image_datalist(
     files: PathLike | Iterable[PathLike],
     labels: Sequence[int] | Mapping[str, int] | Callable[[str], int] | str | None = None,
@@ -538,20 +580,7 @@ def image_datalist(
     sources = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     if not sources:
         raise ValueError("image_datalist got an empty list of files.")
-    paths: list[str] = []
-    for src in sources:
-        p = Path(src).expanduser()
-        if p.is_dir():
-            found = list_image_files(p, extensions, recursive)
-            if not found:
-                raise ValueError(f"no image files ({', '.join(extensions)}, any case) found under '{p}'.")
-            paths.extend(found)
-        elif p.is_file():
-            if _image_suffix(p, extensions) is None and not _is_dicom_file(p):
-                raise ValueError(f"unsupported image file type: '{p}' (expected one of {', '.join(extensions)}).")
-            paths.append(str(p.resolve()))
-        else:
-            raise FileNotFoundError(f"image file or folder not found: '{p}'.")
+    paths = expand_image_paths(sources, extensions, recursive)
 
     items: list[dict[str, Any]] = [{"image": f} for f in paths]
     if labels is None:

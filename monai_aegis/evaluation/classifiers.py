@@ -1,21 +1,5 @@
-"""Classifier architectures by name (moved to :mod:`monai_aegis.networks.nets.classifiers`; re-exported here)."""
+"""Classifier architectures by name (moved to :mod:`monai_aegis.networks.nets.classifiers`; re-exported here so
+``monai_aegis.evaluation.classifiers`` keeps working, including in ``"package.module:callable"`` names)."""
 
-from ..networks.nets.classifiers import (
-    CLASSIFIERS,
-    SMALL_VGG_LAYERS,
-    build_classifier,
-    load_classifier,
-    resnet18_classifier,
-    save_classifier,
-    small_vgg,
-)
-
-__all__ = [
-    "CLASSIFIERS",
-    "SMALL_VGG_LAYERS",
-    "build_classifier",
-    "load_classifier",
-    "resnet18_classifier",
-    "save_classifier",
-    "small_vgg",
-]
+from ..networks.nets.classifiers import *  # noqa: F401,F403
+from ..networks.nets.classifiers import __all__  # noqa: F401

@@ -19,7 +19,7 @@ import torch
 
 from ..utils import atomic_torch_save, safe_torch_load
 
-__all__ = ["DATASETS", "load_evaluation_splits", "stack_datalist"]
+__all__ = ["DATASETS", "load_evaluation_splits", "stack_datalist", "stack_loader"]
 
 #: dataset names understood by :func:`load_evaluation_splits`
 DATASETS: tuple[str, ...] = ("kermany", "fundus", "sample")
@@ -39,11 +39,23 @@ def stack_datalist(
         raise ValueError("no items to load.")
     ds = Dataset([{"image": it["image"], "label": int(it["label"])} for it in items],
                  classification_transforms(spatial_size, channels))
-    xs, ys = [], []
-    for batch in DataLoader(ds, batch_size=batch_size, num_workers=0):
+    return stack_loader(DataLoader(ds, batch_size=batch_size, num_workers=0))
+
+
+def stack_loader(loader: Any, max_items: int | None = None) -> Split:
+    """Concatenate a loader of ``{"image", "label"}`` batches into ``(images, labels)`` tensors, stopping once
+    ``max_items`` are read (then truncated to exactly that many)."""
+    xs, ys, n = [], [], 0
+    for batch in loader:
         xs.append(torch.as_tensor(batch["image"]).float())
         ys.append(torch.as_tensor(batch["label"]).long().reshape(-1))
-    return torch.cat(xs), torch.cat(ys)
+        n += xs[-1].shape[0]
+        if max_items is not None and n >= max_items:
+            break
+    if not xs:
+        raise ValueError("stack_loader: the loader yielded no batches.")
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x, y) if max_items is None else (x[:max_items], y[:max_items])
 
 
 def _partition(items: list[dict[str, Any]], val_fraction: float, holdout_fraction: float, seed: int) -> dict:

@@ -357,7 +357,7 @@ def write_outputs(results: dict[str, Any], out_dir: Path, roc: Mapping[tuple[str
                   examples: Mapping[str, Any], figures: bool = True) -> dict[str, Any]:
     """Write the figures, ``results.json`` and ``report.md`` into ``out_dir`` (each atomically); return the results
     with their ``figures`` entry filled in (paths relative to ``out_dir``)."""
-    from .runner import _nan_to_none
+    from ..utils import json_safe
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figs: dict[str, Any] = {}
@@ -384,7 +384,7 @@ def write_outputs(results: dict[str, Any], out_dir: Path, roc: Mapping[tuple[str
         else:
             results.setdefault("notes", []).append("matplotlib is not installed: no figures were written.")
     results["figures"] = figs
-    results = _nan_to_none(results)
+    results = json_safe(results)
     validate_results(results)
     atomic_write_json(out_dir / "results.json", results)
     atomic_write_text(out_dir / "report.md", render_report(results))

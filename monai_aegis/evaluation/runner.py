@@ -48,6 +48,7 @@ from ..attacks import make_aegis_attack, make_attack
 from ..detectors import DNNDetector, KernelDensityDetector, LIDDetector, MahalanobisDetector
 from ..metrics import threshold_at_tnr
 from ..networks import AegisWrapper, FeatureHooks, Shield, cushion_from_name
+from ..utils import json_safe
 from .detection import detection_metrics, other_class_targets
 from .schema import SCHEMA_VERSION, validate_results
 from .stress import stress_test
@@ -431,18 +432,6 @@ class _Progress:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, Mapping):
-        return {str(k): _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _nan_to_none(obj.tolist())
-    return obj
-
-
 def _mean(x: torch.Tensor) -> float:
     return float(x.float().mean()) if x.numel() else float("nan")
 
@@ -771,7 +760,7 @@ def run_evaluation(
         results = write_outputs(results, Path(output_dir), roc_scores, examples, figures=cfg.figures)
     else:
         results["timing"]["total"] = time.perf_counter() - t_start
-        results = _nan_to_none(results)
+        results = json_safe(results)
         validate_results(results)
     return results
 

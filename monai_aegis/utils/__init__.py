@@ -1,4 +1,4 @@
-from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, safe_torch_load
+from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, json_safe, safe_torch_load
 from .validation import check_image_batch, check_labels, check_positive, check_value_range
 
 __all__ = [
@@ -10,5 +10,6 @@ __all__ = [
     "check_labels",
     "check_positive",
     "check_value_range",
+    "json_safe",
     "safe_torch_load",
 ]

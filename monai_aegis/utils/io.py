@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -45,6 +46,20 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
             os.fsync(f.fileno())
 
     return atomic_write(path, _write)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN / Inf floats replaced by ``None`` (recursively through mappings, lists, tuples and tensors,
+    which become lists), so :func:`atomic_write_json` can store it; mapping keys become strings."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return json_safe(obj.tolist())
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:

@@ -74,3 +74,20 @@ def test_errors(tmp_path, mixed_folder):
         image_datalist([])
     with pytest.raises(FileNotFoundError):
         list_image_files(tmp_path / "nowhere")
+
+
+def test_expand_image_paths_strict_and_lenient(tmp_path, write_png):
+    from monai_aegis.data import expand_image_paths
+
+    write_png(tmp_path / "imgs" / "a.png")
+    (tmp_path / "empty").mkdir()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(ValueError, match="unsupported image file type"):
+        expand_image_paths([tmp_path / "imgs", notes])
+    with pytest.raises(ValueError, match="no image files"):
+        expand_image_paths([tmp_path / "empty"])
+    lenient = expand_image_paths([tmp_path / "imgs", tmp_path / "empty", notes], strict=False)
+    assert lenient == [str((tmp_path / "imgs" / "a.png").resolve()), str(notes.resolve())]
+    with pytest.raises(FileNotFoundError, match="file or folder to screen not found"):
+        expand_image_paths([tmp_path / "ghost"], strict=False, what="file or folder to screen")

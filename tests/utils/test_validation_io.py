@@ -96,3 +96,18 @@ def test_safe_load_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt"):
         safe_torch_load(tmp_path / "bad.pt")
+
+
+def test_json_safe_replaces_non_finite_recursively(tmp_path):
+    import json
+    import math
+
+    from monai_aegis.utils import atomic_write_json, json_safe
+
+    obj = {"a": float("nan"), 1: [1.5, float("inf"), (float("-inf"), 2)], "t": torch.tensor([0.5, float("nan")])}
+    out = json_safe(obj)
+    assert out == {"a": None, "1": [1.5, None, [None, 2]], "t": [0.5, None]}
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "bad.json", obj)  # still refused raw
+    atomic_write_json(tmp_path / "ok.json", out)
+    assert json.loads((tmp_path / "ok.json").read_text()) == out and not math.isnan(out["1"][0])
