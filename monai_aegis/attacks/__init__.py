@@ -12,7 +12,7 @@ Parts: threat models (:class:`LinfBall`, :class:`L2Ball`), objectives (:class:`C
 step rules (:class:`SignStep`, :class:`L2Step`, :class:`MomentumStep`), schedules (:class:`ConstantStep`,
 :class:`StepDecay`, :class:`LambdaStep`, :class:`AutoStepSize`), :class:`InputDiversity`,
 :class:`GradientSmoothing`, :class:`BPDAWrapper`; the loop :class:`IterativeAttack`; presets and
-:func:`make_attack`.
+:func:`make_attack`; the gradient-free :class:`SquareAttack` (the check against gradient masking).
 """
 
 from .bpda import BPDAWrapper, bpda
@@ -28,10 +28,12 @@ from .objectives import (
     DetectorLogit,
     FeatureLikelihood,
     FeatureMatch,
+    JointMargin,
     MultiGradientObjective,
     Objective,
     WeightedSum,
     attack_classes,
+    classifier_margin,
     is_success,
 )
 from .presets import (
@@ -45,6 +47,7 @@ from .presets import (
     FGSM,
     HFC,
     MIM,
+    JointAPGD,
     PGD,
     PGDL2,
     TIM,
@@ -61,6 +64,7 @@ from .presets import (
     make_aegis_attack,
     make_attack,
 )
+from .square import SquareAttack, square_window_fraction
 from .steps import (
     AutoStepSize,
     ConstantStep,
@@ -105,6 +109,8 @@ __all__ = [
     "HFC",
     "InputDiversity",
     "IterativeAttack",
+    "JointAPGD",
+    "JointMargin",
     "L2Ball",
     "L2Step",
     "LambdaStep",
@@ -121,6 +127,7 @@ __all__ = [
     "SignStep",
     "StepDecay",
     "StepRule",
+    "SquareAttack",
     "StepSchedule",
     "TIM",
     "ThreatModel",
@@ -132,6 +139,7 @@ __all__ = [
     "WhiteBoxDecay",
     "attack_classes",
     "bpda",
+    "classifier_margin",
     "extract_pooled_features",
     "gaussian_kernel1d",
     "is_success",
@@ -140,4 +148,5 @@ __all__ = [
     "make_aegis_attack",
     "make_attack",
     "make_threat",
+    "square_window_fraction",
 ]

@@ -65,7 +65,10 @@ class AttackResult:
         accepted: ``(B,)`` bool, detector acceptance of ``x_adv`` for attacks run with a detector gate.
         detector_scores: ``(B,)`` the detector's clean logit of the predicted class, with a gate.
         targeted: whether the attack was targeted.
-        info: attack-specific extras (e.g. CW-L2's constants, the transfer attack's source result).
+        info: attack-specific extras (e.g. CW-L2's constants, the transfer attack's source result). With a detector
+            gate: ``fooled_x`` / ``fooled_margin`` -- per sample, the (tracked) iterate that fooled the classifier
+            with the highest detector margin (clean logit minus threshold of its predicted class; ``-inf`` where no
+            iterate fooled it), to judge the attack at other acceptance thresholds.
     """
 
     x_adv: torch.Tensor
@@ -96,7 +99,12 @@ class AttackResult:
 
 @dataclass
 class _Candidate:
-    """Per-sample state of one iterate (or the best so far)."""
+    """Per-sample state of one iterate (or the best so far).
+
+    With a detector gate it also carries, apart from the ranking, the iterate that fooled the classifier with the
+    highest detector margin (``fooled_x``, ``fooled_margin``; ``-inf`` where none fooled it): the point to judge
+    at any *other* acceptance threshold, since a stricter or looser threshold reorders "accepted" iterates.
+    """
 
     x: torch.Tensor
     value: torch.Tensor
@@ -104,9 +112,14 @@ class _Candidate:
     logits: torch.Tensor
     accepted: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    fooled_x: torch.Tensor | None = None
+    fooled_margin: torch.Tensor | None = None
+
+    _FIELDS = ("x", "value", "success", "logits", "accepted", "scores", "fooled_x", "fooled_margin")
 
     def merge(self, other: _Candidate, take: torch.Tensor | None = None) -> _Candidate:
-        """Per sample, keep ``other`` where it ranks higher: successful first, then larger objective value."""
+        """Per sample, keep ``other`` where it ranks higher: successful first, then larger objective value (and,
+        independently, the fooled iterate with the larger detector margin)."""
         if take is None:
             take = (other.success & ~self.success) | ((other.success == self.success) & (other.value > self.value))
         x_take = take.reshape(-1, *([1] * (self.x.ndim - 1)))
@@ -114,6 +127,11 @@ class _Candidate:
         def pick(a: torch.Tensor | None, b: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor | None:
             return None if a is None or b is None else torch.where(t, b, a)
 
+        fooled_x = fooled_margin = None
+        if self.fooled_margin is not None and other.fooled_margin is not None:
+            up = other.fooled_margin > self.fooled_margin
+            fooled_margin = torch.where(up, other.fooled_margin, self.fooled_margin)
+            fooled_x = pick(self.fooled_x, other.fooled_x, up.reshape(x_take.shape))
         return _Candidate(
             x=torch.where(x_take, other.x, self.x),
             value=torch.where(take, other.value, self.value),
@@ -121,14 +139,15 @@ class _Candidate:
             logits=torch.where(take[:, None], other.logits, self.logits),
             accepted=pick(self.accepted, other.accepted, take),
             scores=pick(self.scores, other.scores, take),
+            fooled_x=fooled_x,
+            fooled_margin=fooled_margin,
         )
 
     def index(self, idx: torch.Tensor) -> _Candidate:
-        fields = (self.x, self.value, self.success, self.logits, self.accepted, self.scores)
-        return _Candidate(*(None if t is None else t[idx] for t in fields))
+        return _Candidate(*(None if t is None else t[idx] for t in (getattr(self, n) for n in self._FIELDS)))
 
     def put(self, idx: torch.Tensor, other: _Candidate) -> None:
-        for name in ("x", "value", "success", "logits", "accepted", "scores"):
+        for name in self._FIELDS:
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine is not None and theirs is not None:
                 mine[idx] = theirs
@@ -336,16 +355,24 @@ class Attack:
         """Bookkeeping of one iterate from its forward pass (no extra forward)."""
         logits = logits.detach()
         success = is_success(logits, y, target)
-        accepted = scores = None
+        accepted = scores = fooled_margin = None
         if self.detector_gate is not None:
             with torch.no_grad():
                 scores = self.detector_gate.scores(logits, feats).detach()
             accepted = self.detector_gate.accepted(logits, feats, scores)
+            margin = scores - self.detector_gate.threshold_for(logits.argmax(dim=1), scores)
+            fooled_margin = torch.where(success, margin, torch.full_like(margin, float("-inf")))
             success = success & accepted
-        return _Candidate(x.detach(), value.detach(), success, logits, accepted, scores)
+        x = x.detach()
+        return _Candidate(x, value.detach(), success, logits, accepted, scores,
+                          None if fooled_margin is None else x, fooled_margin)
 
     def _result(self, x0: torch.Tensor, best: _Candidate, y: torch.Tensor, target: torch.Tensor | None,
                 info: dict[str, Any] | None = None) -> AttackResult:
+        info = dict(info or {})
+        if best.fooled_margin is not None:
+            info.setdefault("fooled_x", best.fooled_x)
+            info.setdefault("fooled_margin", best.fooled_margin)
         delta = best.x - x0
         return AttackResult(
             x_adv=best.x,
@@ -358,7 +385,7 @@ class Attack:
             accepted=best.accepted,
             detector_scores=best.scores,
             targeted=target is not None,
-            info=info or {},
+            info=info,
         )
 
 
@@ -616,7 +643,9 @@ class IterativeAttack(Attack):
             assert best is not None
             best = best.merge(last)
             if not self._exact_bookkeeping:  # re-evaluate the chosen point without the randomised forward
+                tracked = best
                 logits, feats = fwd(best.x)
                 value = objective(logits, feats, y, target)
                 best = self._candidate(best.x, logits, feats, value, y, target)
+                best.fooled_x, best.fooled_margin = tracked.fooled_x, tracked.fooled_margin
             return best

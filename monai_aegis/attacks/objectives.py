@@ -38,8 +38,10 @@ __all__ = [
     "FeatureLikelihood",
     "DetectorGate",
     "DetectorEvasion",
+    "JointMargin",
     "MultiGradientObjective",
     "attack_classes",
+    "classifier_margin",
     "is_success",
 ]
 
@@ -64,6 +66,15 @@ def is_success(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | Non
         logits = logits.scatter_add(1, y[:, None], torch.full_like(logits[:, :1], margin))
     pred = logits.argmax(dim=1)
     return pred == target if target is not None else pred != y
+
+
+def classifier_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """``(B,)`` Carlini-Wagner margin, positive exactly when the attack succeeds on the classifier:
+    ``Z_t - max_{j != t} Z_j`` (targeted) or ``max_{j != y} Z_j - Z_y`` (untargeted)."""
+    cls = target if target is not None else y
+    own = logits.gather(1, cls[:, None])[:, 0]
+    other = logits.scatter(1, cls[:, None], float("-inf")).amax(dim=1)
+    return own - other if target is not None else other - own
 
 
 def _union(names: Sequence[Sequence[str]]) -> tuple[str, ...]:
@@ -193,10 +204,7 @@ class CWMargin(Objective):
         self.kappa = None if kappa is None else check_positive(kappa, "kappa", allow_zero=True)
 
     def margin(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        cls = target if target is not None else y
-        own = logits.gather(1, cls[:, None])[:, 0]
-        other = logits.scatter(1, cls[:, None], float("-inf")).amax(dim=1)
-        return own - other if target is not None else other - own
+        return classifier_margin(logits, y, target)
 
     def __call__(
         self, logits: torch.Tensor, features: Features, y: torch.Tensor, target: torch.Tensor | None
@@ -369,8 +377,70 @@ class DetectorGate:
         s = self.scores(logits, features) if scores is None else scores
         return s >= self.threshold_for(logits.argmax(dim=1), s)
 
+    def margin(self, logits: torch.Tensor, features: Features, classes: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` detector margin of ``classes``: its clean logit minus its threshold (``>= 0``: accepted when the
+        classifier predicts that class). Differentiable with respect to the features."""
+        s = self.logit.scores(features).gather(1, classes[:, None])[:, 0]
+        return s - self.threshold_for(classes, s)
+
+    def system_margin(
+        self, logits: torch.Tensor, features: Features, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B,)`` margin of "fooled and accepted": ``min(classifier margin, detector margin)``, where the detector
+        margin is that of the attack class (the target; untargeted: the current prediction). An input with a
+        positive value fools the classifier and is accepted; the score-based attacks maximise it."""
+        m_c = classifier_margin(logits, y, target)
+        return torch.minimum(m_c, self.margin(logits, features, attack_classes(logits, target)))
+
     def __repr__(self) -> str:
         return f"DetectorGate({self.logit!r}, threshold={self.threshold.tolist()})"
+
+
+class JointMargin(Objective):
+    """The joint objective of a classifier + detector system: ``min(m_c, kappa) + lam * min(m_d, kappa_d)``.
+
+    ``m_c`` is the classifier's CW margin (positive when fooled), ``m_d`` the detector margin of the attack class
+    (its clean logit minus its acceptance threshold, non-negative when accepted; :meth:`DetectorGate.margin`).
+    Capping both at a small positive value stops either term from growing once it is satisfied, so the gradient
+    turns to the other one; ``lam`` trades the two unit scales (classifier logits vs detector logits), which is why
+    an evaluation tries several values. With APGD's step-size control this is the "joint objective" attack of the
+    worst-case evaluation (:class:`~.presets.JointAPGD`).
+
+    Args:
+        gate: the detector and its acceptance threshold(s).
+        lam: weight of the detector term (> 0).
+        kappa: cap of the classifier margin (``None``: no cap).
+        detector_kappa: cap of the detector margin (``None``: no cap).
+    """
+
+    def __init__(
+        self, gate: DetectorGate, lam: float = 1.0, kappa: float | None = 1.0, detector_kappa: float | None = 1.0
+    ) -> None:
+        if not isinstance(gate, DetectorGate):
+            raise TypeError(f"gate must be a DetectorGate, got {type(gate).__name__}.")
+        self.gate = gate
+        self.lam = check_positive(lam, "lam")
+        self.kappa = None if kappa is None else check_positive(kappa, "kappa", allow_zero=True)
+        self.detector_kappa = None if detector_kappa is None else check_positive(
+            detector_kappa, "detector_kappa", allow_zero=True)
+        self.layer_names = gate.layer_names
+
+    def __call__(
+        self, logits: torch.Tensor, features: Features, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        m_c = classifier_margin(logits, y, target)
+        m_d = self.gate.margin(logits, features, attack_classes(logits, target))
+        if self.kappa is not None:
+            m_c = m_c.clamp_max(self.kappa)
+        if self.detector_kappa is not None:
+            m_d = m_d.clamp_max(self.detector_kappa)
+        return m_c + self.lam * m_d
+
+    def networks(self) -> list[nn.Module]:
+        return self.gate.logit.networks()
+
+    def __repr__(self) -> str:
+        return f"JointMargin(lam={self.lam:g}, kappa={self.kappa}, detector_kappa={self.detector_kappa})"
 
 
 class MultiGradientObjective(Objective):

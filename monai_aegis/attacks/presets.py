@@ -20,6 +20,8 @@ CW-Linf       Linf 16/256      20     2.5 eps / steps     yes           CW margi
 PGD-L2        L2 8/256         20     2.5 eps / steps     yes           unit-L2 step
 CW-L2         unbounded        6x200  Adam lr 0.01        --            binary search over c (c0 = 0.1)
 APGD-CE/CW    Linf 16/256      100    2 eps, auto-halved  yes (surf.)   heavy ball 0.75, checkpoints
+APGD-Joint    Linf 16/256      100    2 eps, auto-halved  yes (surf.)   APGD on CW margin + lam x detector margin
+Square        Linf 16/256      1000   window p = 0.8 ...  stripes       gradient-free, queries only (system margin)
 Fea, HFC      Linf 16/256      100    2.5 eps / steps     yes           feature match / GMM prior
 WB, WB_d      Linf 16/256      100    2.5 eps / steps     yes           detector logit + CW; WB_d x0.1 @50
 SPGD, OPGD    Linf 16/256      100    2.5 eps / steps     yes           selective / orthogonal gradients
@@ -49,6 +51,7 @@ from .objectives import (
     DetectorLogit,
     FeatureLikelihood,
     FeatureMatch,
+    JointMargin,
     Objective,
 )
 from .steps import AutoStepSize, MomentumStep, StepDecay
@@ -67,6 +70,7 @@ __all__ = [
     "PGDL2",
     "CWL2",
     "APGD",
+    "JointAPGD",
     "FeatureSpaceAttack",
     "Fea",
     "HFC",
@@ -78,6 +82,7 @@ __all__ = [
     "OrthogonalPGD",
     "TransferAttack",
     "ATTACK_NAMES",
+    "attack_key",
     "make_attack",
     "make_aegis_attack",
 ]
@@ -217,10 +222,36 @@ class APGD(IterativeAttack):
         kwargs.setdefault("objective", _objective(loss, kappa=None))
         kwargs.setdefault("step_size", 2 * threat.eps)
         kwargs.setdefault("random_start", True)
-        super().__init__(
-            model, threat, steps=steps, restarts=restarts, schedule=AutoStepSize(rho), heavy_ball=0.75,
-            keep_best=True, random_start_surface=True, **kwargs,
-        )
+        kwargs.setdefault("keep_best", True)
+        kwargs.setdefault("random_start_surface", True)
+        kwargs.setdefault("heavy_ball", 0.75)
+        super().__init__(model, threat, steps=steps, restarts=restarts, schedule=AutoStepSize(rho), **kwargs)
+
+
+class JointAPGD(APGD):
+    """APGD on the joint objective of a classifier + detector system (:class:`~.objectives.JointMargin`): the
+    classifier's CW margin plus ``lam`` x the detector margin of the attack class, each capped once satisfied, with
+    iterates ranked by "fooled and accepted" at the detector's threshold(s). The adaptive attack of the
+    worst-case evaluation beside WB / SPGD / OPGD; run it with several ``lam`` (the two margins have different
+    scales).
+
+    Args:
+        detector: module mapping the features dict to ``(B, num_classes)`` clean logits (Shield).
+        threshold: acceptance threshold(s): float or ``(num_classes,)`` tensor.
+        lam: weight of the detector margin.
+        kappa, detector_kappa: caps of the two margins.
+        layer_names: default ``detector.layer_names``.
+    """
+
+    def __init__(
+        self, model: nn.Module, detector: nn.Module, threshold: float | Sequence[float] | torch.Tensor = 0.0,
+        lam: float = 1.0, kappa: float | None = 1.0, detector_kappa: float | None = 1.0,
+        layer_names: Sequence[str] | str | None = None, **kwargs: Any,
+    ) -> None:
+        gate = DetectorGate(detector, threshold, layer_names)
+        kwargs.setdefault("objective", JointMargin(gate, lam, kappa, detector_kappa))
+        kwargs.setdefault("detector_gate", gate)
+        super().__init__(model, **kwargs)
 
 
 class FeatureSpaceAttack(PGD):
@@ -400,6 +431,12 @@ def _apgd_cw(model: nn.Module, **kw: Any) -> APGD:
     return APGD(model, **{"loss": "cw", **kw})
 
 
+def _square(model: nn.Module, **kw: Any) -> Attack:
+    from .square import SquareAttack  # imported here: square.py imports this module's defaults
+
+    return SquareAttack(model, **kw)
+
+
 _REGISTRY: dict[str, tuple[str, Callable[..., Attack]]] = {
     "fgsm": ("FGSM", FGSM),
     "bim": ("BIM", BIM),
@@ -419,23 +456,29 @@ _REGISTRY: dict[str, tuple[str, Callable[..., Attack]]] = {
     "opgd": ("OPGD", OrthogonalPGD),
     "apgdce": ("APGD-CE", _apgd_ce),
     "apgdcw": ("APGD-CW", _apgd_cw),
+    "apgdjoint": ("APGD-Joint", JointAPGD),
+    "square": ("Square", _square),
 }
 
 #: the registry's names, as the paper writes them
 ATTACK_NAMES: tuple[str, ...] = tuple(name for name, _ in _REGISTRY.values())
 
 
-def _key(name: str) -> str:
+def attack_key(name: str) -> str:
+    """The registry key of an attack name: lower case without ``-``, ``_`` and spaces (``"WB_d"`` -> ``"wbd"``)."""
     return "".join(ch for ch in str(name).lower() if ch not in "-_ ")
+
+
+_key = attack_key
 
 
 def make_attack(name: str, model: nn.Module, **overrides: Any) -> Attack:
     """Build a named attack: ``make_attack("PGD", model, eps=8/256)``.
 
     Names (case-, dash- and underscore-insensitive): FGSM, BIM, PGD, MIM, DIM, TIM, CW-Linf, PGD-L2, CW-L2, TF,
-    Fea, HFC, WB, WB_d, SPGD, OPGD, APGD-CE, APGD-CW. Required extra arguments: ``TF`` ``source_model``;
-    ``Fea`` ``guides`` and ``layer_names``; ``HFC`` ``feature_model``; ``WB``/``WB_d``/``SPGD``/``OPGD``
-    ``detector``.
+    Fea, HFC, WB, WB_d, SPGD, OPGD, APGD-CE, APGD-CW, APGD-Joint, Square. Required extra arguments: ``TF``
+    ``source_model``; ``Fea`` ``guides`` and ``layer_names``; ``HFC`` ``feature_model``;
+    ``WB``/``WB_d``/``SPGD``/``OPGD``/``APGD-Joint`` ``detector``.
 
     Raises:
         ValueError: for an unknown name (with close matches).
@@ -449,14 +492,15 @@ def make_attack(name: str, model: nn.Module, **overrides: Any) -> Attack:
 
 
 #: attacks that take the detector itself (the others get it as a ``detector_gate`` for judging only)
-_DETECTOR_ATTACKS = ("wb", "wbd", "spgd", "opgd")
+_DETECTOR_ATTACKS = ("wb", "wbd", "spgd", "opgd", "apgdjoint")
 
 
 def make_aegis_attack(name: str, aegis: nn.Module, **overrides: Any) -> Attack:
     """Build a named attack on a defended model (an :class:`~monai_aegis.networks.AegisWrapper`): the attack
     sees the classifier through the wrapper's Cushion (``preprocess``, differentiated with its BPDA backward);
-    WB, WB_d, SPGD and OPGD also attack its Shield with the wrapper's reject threshold; every other attack gets the
-    Shield as a ``detector_gate``, so its result reports ``accepted`` and ``success_undetected``.
+    WB, WB_d, SPGD, OPGD and APGD-Joint also attack its Shield with the wrapper's reject threshold; every other
+    attack gets the Shield as a ``detector_gate``, so its result reports ``accepted`` and ``success_undetected``
+    (for Square, the gate also defines its loss: the system's "fooled and accepted" margin).
 
     Args:
         name: a registry name (see :func:`make_attack`).

@@ -20,7 +20,15 @@ from .screening import (
     exit_on_failures,
     screening_datalist,
 )
-from .workflow import build_aegis, evaluate_bundle, finalize_training, format_summary, load_aegis, stack_loader
+from .workflow import (
+    SUMMARY_WORST_CASE,
+    build_aegis,
+    evaluate_bundle,
+    finalize_training,
+    format_summary,
+    load_aegis,
+    stack_loader,
+)
 
 __all__ = [
     "BUNDLE_DATASETS",
@@ -37,6 +45,7 @@ __all__ = [
     "bundle_datalists",
     "distributed_device",
     "evaluate_bundle",
+    "SUMMARY_WORST_CASE",
     "finalize_training",
     "format_summary",
     "init_distributed",

@@ -15,7 +15,15 @@ from torch import nn
 from ..evaluation.datasets import stack_loader
 from ..utils import json_safe
 
-__all__ = ["build_aegis", "evaluate_bundle", "finalize_training", "format_summary", "load_aegis", "stack_loader"]
+__all__ = [
+    "SUMMARY_WORST_CASE",
+    "build_aegis",
+    "evaluate_bundle",
+    "finalize_training",
+    "format_summary",
+    "load_aegis",
+    "stack_loader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,13 @@ def build_aegis(
     return AegisWrapper(classifier, shield, cushion=cushion_mod).to(device)
 
 
+#: the training summary's reduced worst-case budget (the full one: ``python -m monai_aegis evaluate --worst-case``)
+SUMMARY_WORST_CASE: dict[str, Any] = {
+    "eps": [4 / 256, 8 / 256, 16 / 256], "steps": 50, "pgd_steps": 20, "lams": [0.3],
+    "proxies": ["identity", "smooth"], "blackbox_eps": [], "convergence_samples": 0,
+}
+
+
 def finalize_training(
     wrapper: Any,
     val_loader: Any,
@@ -64,19 +79,29 @@ def finalize_training(
     max_eval: int | None = None,
     class_names: Sequence[str] | None = None,
     started: float | None = None,
+    eps: float | None = None,
+    worst_case: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Calibrate the reject threshold at ``tnr`` on the clean validation images, save the wrapper (rank 0,
-    atomically), attack the test images with each of ``attacks`` (names, or ``{name: overrides}``; L-inf 16/256,
-    through the Cushion; sharded over ranks under torchrun) and print and save a short summary.
+    atomically), measure the worst-case robust accuracy of the saved system at a few eps with a reduced budget
+    (``worst_case``: settings of :class:`~monai_aegis.evaluation.WorstCaseConfig`, default
+    :data:`SUMMARY_WORST_CASE`; ``{"eps": []}`` skips it), attack the test images with each of ``attacks`` (names, or
+    ``{name: overrides}``; L-inf ``eps``, through the Cushion; sharded over ranks under torchrun) and print and save
+    a short summary that records the settings it used.
 
     Returns:
         the summary dict (also written as JSON to ``summary_path``).
     """
     import ignite.distributed as idist
 
+    from ..attacks import DEFAULT_EPS_LINF
+    from ..evaluation import WorstCaseConfig, worst_case_evaluation
+    from ..metrics import tpr_key
+    from ..networks.nets.classifiers import architecture_name
     from ..utils import atomic_write_json
     from .distributed import sharded_detection
 
+    eps = DEFAULT_EPS_LINF if eps is None else float(eps)
     device = next(wrapper.classifier.parameters()).device
     wrapper.eval()
     wrapper.calibrate(val_loader, tnr=tnr)
@@ -87,24 +112,55 @@ def finalize_training(
     xt, yt = xt.to(device), yt.to(device)
     with torch.no_grad():
         clean = wrapper.screen(xt)
-    spec = {a: {"steps": int(attack_steps), **(dict(attacks[a] or {}) if isinstance(attacks, Mapping) else {})}
-            for a in attacks}
+    l2 = ("cwl2", "pgdl2")  # L2 attacks keep their own budget
+
+    def _spec(a: str) -> dict[str, Any]:
+        base: dict[str, Any] = {"steps": int(attack_steps)}
+        if "".join(ch for ch in a.lower() if ch not in "-_ ") not in l2:
+            base["eps"] = eps
+        return {**base, **(dict(attacks[a] or {}) if isinstance(attacks, Mapping) else {})}
+
+    spec = {a: _spec(a) for a in attacks}
     metrics = sharded_detection(wrapper, xt, yt, spec, tnr=tnr)
+    key = tpr_key(tnr)
+    wc_overrides = dict(worst_case or {})
+    wc_settings = None
+    if wc_overrides.get("eps", SUMMARY_WORST_CASE["eps"]):  # an empty eps list skips the worst case
+        wc_settings = WorstCaseConfig.from_dict({**SUMMARY_WORST_CASE, **wc_overrides})
+    wc_record = None
+    if wc_settings is not None and idist.get_rank() == 0:
+        xv = stack_loader(val_loader)[0]
+        wc_record = worst_case_evaluation(wrapper, xt.cpu(), yt.cpu(), xv, wc_settings, device=device)
     summary: dict[str, Any] = {
         "wrapper": str(save_path),
+        "classifier": architecture_name(wrapper.classifier),
         "threshold": wrapper.threshold.tolist(),
         "layer_names": list(wrapper.layer_names),
         "cushion": None if wrapper.cushion is None else wrapper._cushion_spec(),
         "class_names": list(class_names) if class_names else None,
         "n_test": int(yt.numel()),
+        "tnr": float(tnr),
+        "eps": eps,
         "clean_accuracy": float((clean["pred"] == yt).float().mean()),
         "clean_accepted": float(clean["accept"].float().mean()),
         "val_accepted": float(wrapper.calibration.get("accepted_fraction", float("nan"))),
-        "attacks": {k: {m: v[m] for m in ("auroc", "tpr@90tnr", "attack_success", "robust_accuracy") if m in v}
+        "calibration_fallback_classes": list(wrapper.calibration.get("fallback_classes", [])),
+        "attacks": {k: {m: v[m] for m in ("auroc", key, "attack_success", "robust_accuracy") if m in v}
                     for k, v in metrics.items()},
         "attack_steps": int(attack_steps),
         "world_size": idist.get_world_size(),
     }
+    if wc_settings is not None:
+        summary["worst_case"] = {
+            "settings": {k: wc_settings.to_dict()[k] for k in ("eps", "attacks", "lams", "steps", "pgd_steps",
+                                                                "proxies", "targets")},
+            "curve": None if wc_record is None else [
+                {k: r.get(k) for k in ("eps", "robust_accuracy", "undefended_robust_accuracy", "success_rate")}
+                for r in wc_record["curve"]],
+            "proxies": None if wc_record is None else wc_record["proxies"],
+            "notes": [] if wc_record is None else wc_record["notes"],
+            "seconds": None if wc_record is None else round(wc_record["seconds"], 1),
+        }
     if started is not None:
         summary["seconds"] = round(time.time() - float(started), 1)
     summary = json_safe(summary)  # NaN (e.g. AUROC when no attack succeeded) -> None
@@ -119,18 +175,43 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _eps_text(eps: float) -> str:
+    return f"{eps * 256:g}/256"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """A few human-readable lines of :func:`finalize_training`'s summary."""
+    """A few human-readable lines of :func:`finalize_training`'s summary, each figure named for what it measures."""
+    from ..metrics import tpr_key
+
+    tnr = float(summary.get("tnr", 0.9))
+    key = tpr_key(tnr)
     lines = [
-        f"Aegis saved to {summary['wrapper']} (layers {summary['layer_names']}, threshold "
-        f"{[round(t, 3) for t in summary['threshold']]})",
+        f"Aegis saved to {summary['wrapper']} (classifier {summary.get('classifier', '?')}, layers "
+        f"{summary['layer_names']}, reject thresholds {[round(t, 3) for t in summary['threshold']]})",
         f"clean test accuracy {summary['clean_accuracy']:.3f} on {summary['n_test']} images; clean images accepted: "
-        f"{summary['clean_accepted']:.3f} (test), {summary['val_accepted']:.3f} (validation, target 0.9)",
+        f"{summary['clean_accepted']:.3f} (test), {summary['val_accepted']:.3f} (validation, target {tnr:g})",
     ]
+    if summary.get("calibration_fallback_classes"):
+        lines.append(f"note: classes {summary['calibration_fallback_classes']} had too few validation images for "
+                     "their own threshold and use the global one")
+    wc = summary.get("worst_case")
+    if wc and wc.get("curve"):
+        st = wc["settings"]
+        lines.append(
+            "worst-case robust accuracy = share of test images no attack could turn into an accepted misclassification "
+            f"(rejected or still correct); per-image worst case of {', '.join(map(str, st['attacks']))} through the "
+            f"Cushion (BPDA proxies {', '.join(wc['proxies'])}), REDUCED budget ({st['steps']} / {st['pgd_steps']} "
+            "steps) -- `python -m monai_aegis evaluate --worst-case` runs the full one:")
+        for r in wc["curve"]:
+            und = r.get("undefended_robust_accuracy")
+            lines.append(f"  eps {_eps_text(r['eps'])}: {_fmt(r['robust_accuracy'])}"
+                         + ("" if und is None else f" (undefended classifier: {_fmt(und)})"))
+    eps = summary.get("eps")
     for name, m in summary["attacks"].items():
-        lines.append(f"{name:>4} ({summary['attack_steps']} steps, eps 16/256): AUROC {_fmt(m.get('auroc'))}, "
-                     f"TPR@90%TNR {_fmt(m.get('tpr@90tnr'))}, attack success {_fmt(m.get('attack_success'))}, "
-                     f"robust accuracy {_fmt(m.get('robust_accuracy'))}")
+        lines.append(f"{name:>4} ({summary['attack_steps']} steps, eps {'?' if eps is None else _eps_text(eps)}): "
+                     f"Shield AUROC {_fmt(m.get('auroc'))}, TPR@{100 * tnr:g}%TNR {_fmt(m.get(key))}, attack success "
+                     f"(fooled the classifier) {_fmt(m.get('attack_success'))}, robust accuracy (rejected or still "
+                     f"correct) {_fmt(m.get('robust_accuracy'))}")
     if "seconds" in summary:
         lines.append(f"total {summary['seconds']:.0f} s")
     return "\n".join(lines)
@@ -184,8 +265,15 @@ def evaluate_bundle(
     val = stack_loader(val_loader)
     test = stack_loader(test_loader, config.get("max_eval"))
     results = run_evaluation(wrapper, train, {"test": test}, val, config, output_dir=output_dir)
+    from ..evaluation.report import check_line
+    from ..evaluation.worst_case import curve_summary
+
     lines = [f"wrote {output_dir}/report.md and results.json in {results['timing']['total']:.0f} s"]
+    for split, rec in results.get("worst_case", {}).get("splits", {}).items():
+        lines.append(f"worst-case robust accuracy (rejected or still correct), split {split}:")
+        lines += ["  " + line for line in curve_summary(rec).splitlines()]
+        lines += [f"  {check_line(c)}" for c in rec["checks"]]
     for c in results["sanity"]["checks"]:
-        lines.append(f"  {'PASS' if c['passed'] else ('n/a' if c['passed'] is None else 'FAIL')}: {c['name']}")
+        lines.append(f"  {check_line(c)}")
     print("\n".join(lines), flush=True)
     return results

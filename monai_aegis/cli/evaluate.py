@@ -5,6 +5,12 @@ Example (the embedded chest X-ray sample, a few attacks)::
 
     python -m monai_aegis evaluate --wrapper runs/cxr64/aegis_pgd_wb.pt --classifier runs/cxr64/classifier.pt \\
         --data kermany:../shared/data/chest_xray --size 64 --attacks PGD,CW-L2,WB --output runs/eval
+
+With ``--worst-case`` it runs the worst-case adaptive evaluation (the robustness curve over eps; see
+:mod:`monai_aegis.evaluation.worst_case`) -- alone, unless ``--attacks`` also asks for the per-attack tables::
+
+    python -m monai_aegis evaluate --worst-case --wrapper bundles/aegis_cxr/models/aegis.pt --arch small_vgg \\
+        --data sample --max-eval 64 --output runs/worst_case --set worst_case='{"steps": 100}'
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval", type=int, help="images per evaluation split")
     p.add_argument("--n-fit", type=int, help="training images for the baselines")
     p.add_argument("--device", default=None, help="device (default: cuda when available, else cpu)")
+    p.add_argument("--worst-case", action="store_true",
+                   help="run the worst-case adaptive evaluation (robustness curve over eps); alone unless --attacks "
+                        "is given too; its settings via --set worst_case='{...}'")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -58,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import EvaluationConfig, run_evaluation
+    from ..evaluation.report import check_line
+    from ..evaluation.worst_case import curve_summary
     from ..networks.nets.classifiers import build_classifier, load_classifier
     from ..evaluation.datasets import load_evaluation_splits
     from ..networks import AegisWrapper
@@ -86,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     for key in ("max_eval", "n_fit"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    if args.worst_case:
+        settings.setdefault("worst_case", {})
+        if not args.attacks:  # the curve alone: no per-attack tables, baselines, ablations, stress test or sweep
+            settings.update(attacks=[], detectors=["shield"], cushion_modes=["with"], layer_ablation_attacks=[],
+                            cushion_ablation=[], stress_samples=0, sanity_eps=[])
     settings.setdefault("seed", args.seed)
     settings.setdefault("device", device)
     if kind in ("kermany", "sample"):
@@ -101,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
                              output_dir=args.output, substitute=substitute)
     print(f"wrote {args.output}/report.md and results.json ({len(results['detection'])} detection results, "
           f"{results['timing']['total']:.0f} s)")
+    for split, rec in results.get("worst_case", {}).get("splits", {}).items():
+        print(f"worst-case robust accuracy (rejected or still correct), split {split}:")
+        print("\n".join("  " + line for line in curve_summary(rec).splitlines()))
+        for c in rec["checks"]:
+            print(f"  {check_line(c)}")
     for c in results["sanity"]["checks"]:
-        print(f"  {'PASS' if c['passed'] else ('n/a' if c['passed'] is None else 'FAIL')}: {c['name']}")
+        print(f"  {check_line(c)}")
     return 0

@@ -8,7 +8,7 @@ the loop and then hands the enlarged batch to the trainer's standard ``_iteratio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch

@@ -1,5 +1,6 @@
-"""Robustness evaluation of defended classifiers: attack-and-score helpers, the stress test, the evaluation runner
-(:func:`run_evaluation`, also ``python -m monai_aegis evaluate``) with its report and ``results.json`` schema."""
+"""Robustness evaluation of defended classifiers: attack-and-score helpers, the stress test, the worst-case adaptive
+evaluation (:func:`worst_case_evaluation`, the headline measure), the evaluation runner (:func:`run_evaluation`, also
+``python -m monai_aegis evaluate``) with its report and ``results.json`` schema."""
 
 from .detection import ShieldDetectionResult, detection_metrics, evaluate_shield_detection, other_class_targets
 from .runner import (
@@ -10,18 +11,32 @@ from .runner import (
     default_layer_subsets,
     run_evaluation,
 )
-from .schema import RESULTS_SCHEMA, SCHEMA_VERSION, validate, validate_results
+from .schema import RESULTS_SCHEMA, SCHEMA_VERSION, WORST_CASE_SCHEMA, validate, validate_results
 from .stress import FeatureMean, stress_table, stress_test
+from .worst_case import (
+    DEFAULT_WORST_CASE_EPS,
+    DETECTOR_ENSEMBLE,
+    UNDEFENDED_ENSEMBLE,
+    WorstCaseConfig,
+    curve_summary,
+    worst_case_evaluation,
+)
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
     "BASELINE_DETECTORS",
     "DEFAULT_ATTACKS",
+    "DEFAULT_WORST_CASE_EPS",
+    "DETECTOR_ENSEMBLE",
     "EvaluationConfig",
     "FeatureMean",
     "RESULTS_SCHEMA",
     "SCHEMA_VERSION",
     "ShieldDetectionResult",
+    "UNDEFENDED_ENSEMBLE",
+    "WORST_CASE_SCHEMA",
+    "WorstCaseConfig",
+    "curve_summary",
     "default_layer_subsets",
     "detection_metrics",
     "evaluate_shield_detection",
@@ -31,4 +46,5 @@ __all__ = [
     "stress_test",
     "validate",
     "validate_results",
+    "worst_case_evaluation",
 ]

@@ -11,7 +11,7 @@ import torch
 from monai.utils import convert_to_tensor
 
 from ..attacks import Attack, make_aegis_attack
-from ..metrics import detection_auroc, tpr_at_tnr
+from ..metrics import detection_auroc, tpr_at_tnr, tpr_key
 from ..networks.nets.aegis import AegisWrapper
 from ..utils.validation import check_labels
 
@@ -58,7 +58,7 @@ def detection_metrics(
         neg = neg[clean_mask.bool().cpu()]
     if adv_mask is not None:
         pos = pos[adv_mask.bool().cpu()]
-    key = f"tpr@{int(round(tnr * 100))}tnr"
+    key = tpr_key(tnr)
     out = {"auroc": float("nan"), key: float("nan"), "n_clean": int(neg.numel()), "n_adv": int(pos.numel())}
     if neg.numel() and pos.numel():
         out["auroc"] = detection_auroc(neg, pos)

@@ -17,7 +17,7 @@ from ..utils import atomic_write_json, atomic_write_text
 from ..utils.io import atomic_write
 from .schema import validate_results
 
-__all__ = ["render_report", "write_outputs"]
+__all__ = ["check_line", "render_report", "worst_case_lines", "write_outputs"]
 
 _DET_NAMES = {"shield": "Shield", "kd": "KD", "lid": "LID", "maha": "MAHA", "dnn": "DNN", "classifier": "none"}
 
@@ -47,6 +47,86 @@ def _ordered(values: Any) -> list[Any]:
     for v in values:
         if v not in out:
             out.append(v)
+    return out
+
+
+def check_line(check: Mapping[str, Any], bold: bool = False) -> str:
+    """``PASS: name (detail)`` / ``FAIL: ...`` / ``n/a: ...`` for one check record (``passed`` True/False/None)."""
+    passed = check.get("passed")
+    mark = "PASS" if passed else ("n/a" if passed is None else ("**FAIL**" if bold else "FAIL"))
+    detail = f" ({check['detail']})" if check.get("detail") else ""
+    return f"{mark}: {check['name']}{detail}"
+
+
+def _eps(e: float) -> str:
+    return f"{e * 256:g}/256"
+
+
+def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None) -> list[str]:
+    """The report's headline section: the worst-case robustness curve of every evaluated split."""
+    st = worst_case["settings"]
+    out = ["## Worst-case robustness (headline)", ""]
+    out.append(
+        "Threat model: white box (the attacker knows the classifier, the Cushion, the Shield and its thresholds), "
+        "L-inf perturbations of at most eps in [0, 1] intensities, targeted to "
+        f"{'every other class' if st['targets'] == 'all' else 'one other class'}. An image is **broken** when any attack "
+        "finds a point in the ball that the classifier gets wrong and the deployed system accepts (judged on the true "
+        "system); *robust accuracy* = the share of images not broken (rejected or still correct). Ensemble: "
+        f"{', '.join(str(a if isinstance(a, str) else a.get('label', a.get('name'))) for a in st['attacks'])} "
+        f"(APGD-Joint with lam in {st['lams']}), {st['steps']} steps for the APGD attacks and {st['pgd_steps']} for the "
+        f"fixed-step ones, {st['restarts']} restart(s), best iterate kept, "
+        f"through the Cushion with the BPDA proxies {st['proxies']}; gradient-free Square ({st['blackbox_queries']} "
+        "queries) on the images the white-box attacks left unbroken; "
+        + ("a point found at a smaller eps counts at every larger one. " if st["carry_over"] else "each eps independently. ")
+        + "SR@q: share of the correctly classified images broken when the thresholds are recalibrated on clean "
+        "validation images to reject q % of them. The undefended classifier (no Cushion, no Shield) is attacked with "
+        f"{', '.join(str(a) for a in st['undefended_attacks'])}."
+    )
+    out.append("")
+    if figure:
+        out += [f"![worst-case robustness curve]({figure})", ""]
+    for split, rec in worst_case["splits"].items():
+        clean = rec["clean"]
+        acc_at = ", ".join(f"{_pct(v)} % at {q} % rejection" for q, v in clean["accepted_at"].items() if q != "deployed")
+        out.append(f"**Split `{split}`** ({rec['n']} images, per class {rec['class_counts']}): clean accuracy "
+                   f"{_pct(clean['accuracy'])} %, clean images accepted {_pct(clean['accepted'])} % at the deployed "
+                   f"threshold{'; ' + acc_at if acc_at else ''}."
+                   + (" The defence is random (EOT used)." if rec["random_defence"] else ""))
+        out.append("")
+        sr_keys = _ordered(q for r in rec["curve"] for q in r["sr"])
+        proxies = rec["proxies"]
+        header = ["eps", "robust acc. %", "undefended %", "gain (points)", "success %"] + [f"SR@{q} %" for q in sr_keys]
+        if len(proxies) > 1:
+            header.append(f"{proxies[0]} proxy only %")
+        header.append("broken by Square only")
+        rows = []
+        for r in rec["curve"]:
+            und = r.get("undefended_robust_accuracy")
+            gain = None if und is None else r["robust_accuracy"] - und
+            row = [_eps(r["eps"]), _pct(r["robust_accuracy"]), _pct(und), "–" if gain is None else f"{100 * gain:+.1f}",
+                   _pct(r["success_rate"])] + [_pct(r["sr"].get(q)) for q in sr_keys]
+            if len(proxies) > 1:
+                row.append(_pct(r["robust_accuracy_by_proxy"].get(proxies[0])))
+            bb = r.get("broken_by_blackbox_only")
+            row.append("–" if bb is None else str(bb))
+            rows.append(row)
+        out += [_table(header, rows), ""]
+        members = rec["members"]
+        if members:
+            eps_list = _ordered(m["eps"] for m in members)
+            cell = {(m["attack"], m["proxy"], m["eps"]): m for m in members}
+            keys = _ordered((m["attack"], m["proxy"]) for m in members)
+            rows = [[a, p] + [f"{cell[(a, p, e)]['n_new']} / {cell[(a, p, e)]['n_run']}" if (a, p, e) in cell else "–"
+                              for e in eps_list] for a, p in keys]
+            out += ["Images first broken by each attack / images it attacked (AutoAttack-style: each attack runs on "
+                    "the images still unbroken).", ""]
+            out += [_table(["attack", "proxy"] + [_eps(e) for e in eps_list], rows, "ll" + "r" * len(eps_list)), ""]
+        for c in rec["checks"]:
+            out.append(f"- {check_line(c, bold=True)}")
+        for note in rec["notes"]:
+            out.append(f"- {note}")
+        out.append(f"- Time: {_f(rec['seconds'], 0)} s.")
+        out.append("")
     return out
 
 
@@ -81,6 +161,10 @@ def render_report(results: Mapping[str, Any]) -> str:
             "over all images: an image is defended when its adversarial version is rejected by the detector (threshold "
             f"at {tnr}% TNR on clean validation images) or still classified correctly. Adaptive attacks (WB, WB_d, SPGD, "
             "OPGD) target the Shield; the baselines score the same images (they are not attacked adaptively).", ""]
+
+    # ---------------------------------------------------------------- worst case (the headline)
+    if results.get("worst_case"):
+        out += worst_case_lines(results["worst_case"], results.get("figures", {}).get("worst_case")) + [""]
 
     # ---------------------------------------------------------------- verdict
     verdict = _verdict(results)
@@ -192,12 +276,11 @@ def render_report(results: Mapping[str, Any]) -> str:
             out += ["Success / undetected success (%) against eps.", ""]
             out += [_table(["eps"] + attacks, rows), ""]
         for c in san["checks"]:
-            mark = "PASS" if c["passed"] else ("n/a" if c["passed"] is None else "**FAIL**")
-            out.append(f"- {mark}: {c['name']} ({c['detail']})")
+            out.append(f"- {check_line(c, bold=True)}")
         out.append("")
 
     # ---------------------------------------------------------------- figures, notes, timing
-    figs = results.get("figures", {})
+    figs = {k: v for k, v in results.get("figures", {}).items() if k != "worst_case"}
     if figs:
         out += ["## Figures", ""]
         for name, path in figs.items():
@@ -353,6 +436,38 @@ def _sweep_figure(plt: Any, sweep: Sequence[Mapping[str, Any]], path: Path) -> b
     return True
 
 
+def _worst_case_figure(plt: Any, worst_case: Mapping[str, Any], path: Path) -> bool:
+    splits = worst_case.get("splits", {})
+    if not splits:
+        return False
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.0 * len(splits), 3.6), squeeze=False)
+    for ax, (split, rec) in zip(axes.flat, splits.items()):
+        curve = rec["curve"]
+        eps = [r["eps"] * 256 for r in curve]
+        ax.plot(eps, [r["robust_accuracy"] for r in curve], "o-", lw=2, label="Aegis robust accuracy")
+        if any(r.get("undefended_robust_accuracy") is not None for r in curve):
+            ax.plot(eps, [r.get("undefended_robust_accuracy") for r in curve], "s-", label="undefended robust accuracy")
+        for q in _ordered(q for r in curve for q in r["sr"]):
+            ax.plot(eps, [r["sr"].get(q) for r in curve], "^--", lw=1, label=f"attack success SR@{q}")
+        ax.axhline(rec["clean"]["accuracy"] or 0, color="grey", ls=":", lw=1, label="clean accuracy")
+        if rec["clean"].get("accepted") is not None:
+            ax.axhline(rec["clean"]["accepted"], color="black", ls="-.", lw=0.8, label="clean accepted")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(eps)
+        ax.set_xticklabels([f"{e:g}" for e in eps])
+        ax.set_xlabel("eps (/256, L-inf)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"worst case, split {split} ({rec['n']} images)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("rate")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
 def write_outputs(results: dict[str, Any], out_dir: Path, roc: Mapping[tuple[str, str, str, str], Any],
                   examples: Mapping[str, Any], figures: bool = True) -> dict[str, Any]:
     """Write the figures, ``results.json`` and ``report.md`` into ``out_dir`` (each atomically); return the results
@@ -381,6 +496,8 @@ def write_outputs(results: dict[str, Any], out_dir: Path, roc: Mapping[tuple[str
                 figs["examples"] = "examples.png"
             if _sweep_figure(plt, results["sanity"]["eps_sweep"], out_dir / "eps_sweep.png"):
                 figs["eps_sweep"] = "eps_sweep.png"
+            if results.get("worst_case") and _worst_case_figure(plt, results["worst_case"], out_dir / "worst_case.png"):
+                figs["worst_case"] = "worst_case.png"
         else:
             results.setdefault("notes", []).append("matplotlib is not installed: no figures were written.")
     results["figures"] = figs

@@ -29,31 +29,31 @@ the standard protocol). With a Cushion all features are those of ``f(C(x))``, wi
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.utils import convert_to_tensor, optional_import
+from monai.utils import convert_to_tensor
 from torch import nn
 
 from ..attacks import make_aegis_attack, make_attack
 from ..detectors import DNNDetector, KernelDensityDetector, LIDDetector, MahalanobisDetector
-from ..metrics import threshold_at_tnr
+from ..metrics import threshold_at_tnr, tpr_key
 from ..networks import AegisWrapper, FeatureHooks, Shield, cushion_from_name
+from ..networks.nets.classifiers import architecture_name
 from ..utils import json_safe
+from .config import SettingsMixin, attack_key, attack_spec, check_unique_labels
 from .detection import detection_metrics, other_class_targets
+from .progress import Progress
 from .schema import SCHEMA_VERSION, validate_results
 from .stress import stress_test
-
-tqdm, _has_tqdm = optional_import("tqdm", name="tqdm")
+from .worst_case import WorstCaseConfig, worst_case_evaluation
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -81,12 +81,12 @@ BASELINE_DETECTORS: dict[str, tuple[type, dict[str, Any], bool]] = {
 _DETECTOR_NAMES = ("shield", *BASELINE_DETECTORS)
 
 
-def _key(name: str) -> str:
-    return "".join(ch for ch in str(name).lower() if ch not in "-_ ")
+_key = attack_key
+_spec = attack_spec
 
 
 @dataclass
-class EvaluationConfig:
+class EvaluationConfig(SettingsMixin):
     """Everything :func:`run_evaluation` can be told; build it from a plain dict with :meth:`from_dict`.
 
     Attributes:
@@ -124,6 +124,10 @@ class EvaluationConfig:
         progress: show progress bars (tqdm, when installed).
         figures: write PNG figures (matplotlib, Agg backend).
         device: run on this device (default: the classifier's).
+        worst_case: settings of the worst-case adaptive evaluation (a dict of
+            :class:`~monai_aegis.evaluation.worst_case.WorstCaseConfig` attributes; ``{}`` for its defaults), or
+            ``None`` to skip it. Its ``seed``, ``batch_size`` and ``progress`` default to the ones above.
+        worst_case_splits: evaluation splits of the worst-case evaluation (default: all).
     """
 
     attacks: list[Any] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
@@ -164,6 +168,10 @@ class EvaluationConfig:
     progress: bool = True
     figures: bool = True
     device: str | None = None
+    worst_case: dict[str, Any] | None = None
+    worst_case_splits: list[str] | None = None
+
+    _WHAT = "evaluation setting"
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.detectors if d not in _DETECTOR_NAMES]
@@ -178,41 +186,18 @@ class EvaluationConfig:
                      "n_fit", "stress_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if not self.attacks:
-            raise ValueError("attacks must name at least one attack.")
-        labels = [_spec(a)[0] for a in self.attacks]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ValueError(f"attack labels must be unique, got duplicates {dup}; give dict specs a 'label'.")
+        if not self.attacks and self.worst_case is None:
+            raise ValueError("attacks must name at least one attack (or give worst_case settings).")
+        if self.worst_case is not None:
+            if not isinstance(self.worst_case, Mapping):
+                raise ValueError(f"worst_case must be a dict of settings or None, got {self.worst_case!r}.")
+            self.worst_case_config()  # fail early on bad settings
+        check_unique_labels([_spec(a)[0] for a in self.attacks])
 
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> EvaluationConfig:
-        """Build from a plain dict (e.g. a bundle's ``evaluate.json`` section); keys are the attribute names.
-
-        Raises:
-            ValueError: for an unknown key (with close matches).
-        """
-        merged = {**dict(config or {}), **overrides}
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in merged:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=3)
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise ValueError(f"unknown evaluation setting {key!r}.{hint}")
-        return cls(**merged)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _spec(spec: Any) -> tuple[str, str, dict[str, Any]]:
-    """``(label, registry name, kwargs)`` of an attack spec (a name or ``{"name", "label"?, **kwargs}``)."""
-    if isinstance(spec, str):
-        return spec, spec, {}
-    if isinstance(spec, Mapping) and "name" in spec:
-        kw = {k: v for k, v in spec.items() if k not in ("name", "label")}
-        return str(spec.get("label", spec["name"])), str(spec["name"]), kw
-    raise ValueError(f"an attack must be a name or a dict with a 'name', got {spec!r}.")
+    def worst_case_config(self) -> WorstCaseConfig:
+        """The :class:`~monai_aegis.evaluation.worst_case.WorstCaseConfig` of ``worst_case`` (which must be set)."""
+        base = {"seed": self.seed, "batch_size": self.batch_size, "progress": self.progress}
+        return WorstCaseConfig.from_dict({**base, **dict(self.worst_case or {})})
 
 
 def default_layer_subsets(layers: Sequence[str]) -> OrderedDict[str, list[str]]:
@@ -412,32 +397,13 @@ def _craft(attack: Any, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, batch
     return torch.cat(out)
 
 
-class _Progress:
-    """A tqdm bar when available and wanted, else a no-op."""
-
-    def __init__(self, enabled: bool, total: int, desc: str) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit="img", leave=False) if enabled and _has_tqdm else None
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def set(self, desc: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(desc)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
 def _mean(x: torch.Tensor) -> float:
     return float(x.float().mean()) if x.numel() else float("nan")
 
 
 def _fit_baselines(system: _System, names: Sequence[str], x: torch.Tensor, y: torch.Tensor, factory: _AttackFactory,
-                   cfg: EvaluationConfig, notes: list[str], bar: _Progress) -> dict[str, Any]:
+                   cfg: EvaluationConfig, notes: list[str], bar: Progress) -> dict[str, Any]:
     """Fit the baselines of ``system`` on clean (and, for LID/DNN, adversarial) training features."""
     info: dict[str, Any] = {"n": int(x.shape[0]), "n_adversarial": 0, "fit_attack": cfg.fit_attack}
     logits, _, feats = system.forward(x, system.layers)
@@ -597,7 +563,7 @@ def run_evaluation(
         modes = ["without"]
     baselines = [d for d in detectors if d in BASELINE_DETECTORS]
     n_fit_jobs = x_tr.shape[0] * len(modes) if any(BASELINE_DETECTORS[b][2] for b in baselines) else 0
-    bar = _Progress(cfg.progress, n_fit_jobs, "fitting baselines")
+    bar = Progress(cfg.progress, n_fit_jobs, "fitting baselines")
     systems: OrderedDict[str, _System] = OrderedDict()
     fit_info: dict[str, Any] = {"n": int(x_tr.shape[0]), "n_adversarial": 0, "fit_attack": cfg.fit_attack}
     t0 = time.perf_counter()
@@ -630,7 +596,7 @@ def run_evaluation(
     ablation_attacks = list(cfg.layer_ablation_attacks)
     ablation_labels = {_spec(a)[0] for a in ablation_attacks}
     total = sum(x.shape[0] for x, _ in splits.values()) * len(systems) * len(attacks)
-    bar = _Progress(cfg.progress, total, "attacks")
+    bar = Progress(cfg.progress, total, "attacks")
     first_split, first_mode = next(iter(splits)), next(iter(systems))
     for split, (x, y) in splits.items():
         t = other_class_targets(y, num_classes, cfg.seed)
@@ -664,7 +630,7 @@ def run_evaluation(
                     m = detection_metrics(clean.scores[d], adv.scores[d], correct, success, cfg.tnr)
                     detection.append({
                         "split": split, "cushion": label, "attack": name, "detector": d, "auroc": m["auroc"],
-                        "tpr": m[f"tpr@{int(round(cfg.tnr * 100))}tnr"], "n_clean": m["n_clean"], "n_adv": m["n_adv"],
+                        "tpr": m[tpr_key(cfg.tnr)], "n_clean": m["n_clean"], "n_adv": m["n_adv"],
                         "adv_accepted": _mean(adv.accept[d][success]),
                     })
                     roc_scores[(split, label, name, d)] = (clean.scores[d][correct], adv.scores[d][success])
@@ -682,7 +648,7 @@ def run_evaluation(
                             neg = correct & (y == dst)
                             m = detection_metrics(clean.scores["shield"], adv.scores["shield"], neg, sel & success,
                                                   cfg.tnr)
-                            rec["auroc"], rec["tpr"] = m["auroc"], m[f"tpr@{int(round(cfg.tnr * 100))}tnr"]
+                            rec["auroc"], rec["tpr"] = m["auroc"], m[tpr_key(cfg.tnr)]
                         directions.append(rec)
                 if split == ablation_split and label == first_mode and name in ablation_labels:
                     keep_adv[(split, label, name)] = x_adv
@@ -713,7 +679,7 @@ def run_evaluation(
         cushions = {"none": None}
         if wrapper.cushion is not None:
             cushions[cushion_name] = wrapper.cushion
-        sbar = _Progress(cfg.progress, xs.shape[0] * len(cushions), "stress test")
+        sbar = Progress(cfg.progress, xs.shape[0] * len(cushions), "stress test")
         stress = stress_test(wrapper.classifier, xs.to(device), layers, cfg.stress_eps, cfg.stress_steps, cushions,
                              cfg.batch_size, progress=sbar)
         sbar.close()
@@ -725,13 +691,29 @@ def run_evaluation(
                      cfg, device, num_classes)
     timing["sanity"] = time.perf_counter() - t0
 
+    # -------------------------------------------------------------------- worst case
+    worst_case: dict[str, Any] | None = None
+    if cfg.worst_case is not None:
+        t0 = time.perf_counter()
+        wc_cfg = cfg.worst_case_config()
+        wc_splits = list(cfg.worst_case_splits or splits)
+        unknown = [s for s in wc_splits if s not in splits]
+        if unknown:
+            raise ValueError(f"worst_case_splits {unknown} are not evaluation splits ({list(splits)}).")
+        x_wc_val = x_val if val_data is not None else None
+        worst_case = {"settings": wc_cfg.to_dict(), "splits": {}}
+        for split in wc_splits:
+            worst_case["splits"][split] = worst_case_evaluation(wrapper, *splits[split], x_wc_val, wc_cfg,
+                                                                device=device)
+        timing["worst_case"] = time.perf_counter() - t0
+
     fit_info_out = {"n": fit_info["n"], "n_adversarial": fit_info["n_adversarial"], "fit_attack": fit_info["fit_attack"]}
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "config": cfg.to_dict(),
         "system": {
-            "classifier": type(wrapper.classifier).__name__, "num_classes": num_classes, "class_names": class_names,
+            "classifier": architecture_name(wrapper.classifier), "num_classes": num_classes, "class_names": class_names,
             "layer_names": list(layers), "cushion": cushion_name,
             "threshold": [float(v) for v in wrapper.threshold.reshape(-1).tolist()], "detectors": detectors,
         },
@@ -753,6 +735,8 @@ def run_evaluation(
         "notes": notes,
         "timing": timing,
     }
+    if worst_case is not None:
+        results["worst_case"] = worst_case
     if output_dir is not None:
         from .report import write_outputs
 
@@ -833,7 +817,7 @@ def _layer_ablation(system: _System, data: tuple[torch.Tensor, torch.Tensor], sp
             for b, (c, a) in rows.items():
                 m = detection_metrics(c, a, correct, success, cfg.tnr)
                 records.append({"split": split, "attack": label, "subset": sname, "layers": list(sub), "detector": b,
-                                "auroc": m["auroc"], "tpr": m[f"tpr@{int(round(cfg.tnr * 100))}tnr"]})
+                                "auroc": m["auroc"], "tpr": m[tpr_key(cfg.tnr)]})
     if not variants:
         notes.append("Layer ablation: the baselines are refitted on each subset; the Shield is evaluated with all "
                       "layers only (pass shield_variants= with Shields trained on subsets to add them).")
@@ -859,7 +843,7 @@ def _cushion_ablation(wrapper: AegisWrapper, data: tuple[torch.Tensor, torch.Ten
     x, y = data
     t = other_class_targets(y, num_classes, cfg.seed)
     records = []
-    bar = _Progress(cfg.progress, x.shape[0] * len(cfg.cushion_ablation) * len(cfg.cushion_ablation_attacks),
+    bar = Progress(cfg.progress, x.shape[0] * len(cfg.cushion_ablation) * len(cfg.cushion_ablation_attacks),
                     "cushion ablation")
     for cname in cfg.cushion_ablation:
         cushion = None if cname in ("identity", "none") else cushion_from_name(cname)
@@ -879,7 +863,7 @@ def _cushion_ablation(wrapper: AegisWrapper, data: tuple[torch.Tensor, torch.Ten
                 "split": split, "cushion": cname, "attack": label, "clean_accuracy": _mean(correct),
                 "clean_accepted": _mean(clean.accept["shield"]), "success_rate": _mean(success[correct]),
                 "undetected_success": _mean((success & adv.accept["shield"])[correct]), "auroc": m["auroc"],
-                "tpr": m[f"tpr@{int(round(cfg.tnr * 100))}tnr"],
+                "tpr": m[tpr_key(cfg.tnr)],
                 "robust_accuracy": _robust(adv.accept["shield"], adv.pred, y),
             })
     bar.close()
@@ -898,7 +882,7 @@ def _sanity(system: _System, data: tuple[torch.Tensor, torch.Tensor], attack_rec
         t = other_class_targets(y, num_classes, cfg.seed)
         correct = system.score(x, []).pred == y
         eps_list = sorted(float(e) for e in cfg.sanity_eps)
-        bar = _Progress(cfg.progress, x.shape[0] * len(eps_list) * len(attacks), "sanity checks")
+        bar = Progress(cfg.progress, x.shape[0] * len(eps_list) * len(attacks), "sanity checks")
         for spec in attacks:
             label = _spec(spec)[0]
             rows = []

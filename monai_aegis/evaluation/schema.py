@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["RESULTS_SCHEMA", "SCHEMA_VERSION", "validate", "validate_results"]
+__all__ = ["RESULTS_SCHEMA", "SCHEMA_VERSION", "WORST_CASE_SCHEMA", "validate", "validate_results"]
 
 SCHEMA_VERSION = 1
 
@@ -36,6 +36,41 @@ def _records(required: Mapping[str, Any], optional: Mapping[str, Any] | None = N
 
 
 _RATES_BY_NAME = {"type": "object", "additionalProperties": _RATE}
+_BOOL = {"type": "boolean"}
+_CHECKS = _records({"name": _STR, "passed": {"type": ["boolean", "null"]}, "detail": _STR})
+
+#: one split's record of the worst-case evaluation (:func:`~monai_aegis.evaluation.worst_case_evaluation`)
+WORST_CASE_SPLIT_SCHEMA: dict[str, Any] = _obj({
+    "n": _INT,
+    "class_counts": {"type": "array", "items": _INT},
+    "random_defence": _BOOL,
+    "proxies": _STRS,
+    "attacks": _STRS,
+    "thresholds": {"type": "object", "additionalProperties": {"type": ["array", "null"], "items": {"type": "number"}}},
+    "clean": _obj({"accuracy": _RATE, "accepted": _RATE, "accepted_at": _RATES_BY_NAME}),
+    "curve": _records({
+        "eps": {"type": "number", "minimum": 0.0}, "robust_accuracy": _RATE, "whitebox_robust_accuracy": _RATE,
+        "robust_accuracy_by_proxy": _RATES_BY_NAME, "success_rate": _RATE, "sr": _RATES_BY_NAME,
+        "broken_by_blackbox_only": {"type": ["integer", "null"], "minimum": 0}, "clean_accuracy": _RATE,
+        "clean_accepted": _RATE,
+    }, {"undefended_robust_accuracy": _RATE}),
+    "members": _records({"eps": _NUM, "proxy": _STR, "attack": _STR, "n_run": _INT, "n_broken": _INT, "n_new": _INT,
+                         "seconds": _NUM}),
+    "blackbox": _records({"eps": _NUM, "queries": _INT, "n_run": _INT, "n_broken": _INT, "n_beats_whitebox": _INT,
+                          "seconds": _NUM}),
+    "convergence": _records({"eps": _NUM, "n": _INT, "steps": _INT, "pgd_steps": _INT, "restarts": _INT, "base_robust_accuracy": _RATE,
+                             "strong_robust_accuracy": _RATE, "change": _NUM, "passed": _BOOL, "seconds": _NUM}),
+    "undefended": _records({"eps": _NUM, "robust_accuracy": _RATE, "accuracy": _RATE}),
+    "checks": _CHECKS,
+    "notes": _STRS,
+    "seconds": _NUM,
+})
+
+#: the ``worst_case`` section of ``results.json``: the settings and one record per evaluated split
+WORST_CASE_SCHEMA: dict[str, Any] = _obj({
+    "settings": {"type": "object"},
+    "splits": {"type": "object", "additionalProperties": WORST_CASE_SPLIT_SCHEMA},
+})
 
 #: the schema of ``results.json``
 RESULTS_SCHEMA: dict[str, Any] = _obj(
@@ -86,12 +121,13 @@ RESULTS_SCHEMA: dict[str, Any] = _obj(
         "sanity": _obj({
             "eps_sweep": _records({"attack": _STR, "eps": {"type": "number"}, "success_rate": _RATE,
                                    "undetected_success": _RATE}),
-            "checks": _records({"name": _STR, "passed": {"type": ["boolean", "null"]}, "detail": _STR}),
+            "checks": _CHECKS,
         }),
         "figures": {"type": "object", "additionalProperties": {"type": ["string", "array"]}},
         "notes": _STRS,
         "timing": {"type": "object", "additionalProperties": _NUM},
-    }
+    },
+    {"worst_case": WORST_CASE_SCHEMA},
 )
 
 _TYPES: dict[str, Any] = {

@@ -20,10 +20,15 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-__all__ = ["ScoreArray", "detection_auroc", "roc_curve", "threshold_at_tnr", "tpr_at_tnr"]
+__all__ = ["ScoreArray", "detection_auroc", "roc_curve", "threshold_at_tnr", "tpr_at_tnr", "tpr_key"]
 
 #: Anything accepted as a score vector.
 ScoreArray = Union[torch.Tensor, np.ndarray, Sequence[float]]
+
+
+def tpr_key(tnr: float) -> str:
+    """The metric name of the TPR at ``tnr`` TNR, e.g. ``"tpr@90tnr"`` for 0.9 (``"tpr@95tnr"``, ``"tpr@99.5tnr"``)."""
+    return f"tpr@{100 * float(tnr):.10g}tnr"
 
 
 def _as_scores(x: Any, name: str, device: torch.device | None = None) -> torch.Tensor:

@@ -10,7 +10,7 @@ from .layers import (
     reduce_bit_depth,
     tv_minimize,
 )
-from .nets import AegisWrapper, Shield, feature_shapes, iterate_images
+from .nets import AegisWrapper, Shield, calibrated_thresholds, feature_shapes, iterate_images
 
 __all__ = [
     "CUSHION_METHODS",
@@ -21,6 +21,7 @@ __all__ = [
     "FeatureHooks",
     "Shield",
     "bpda",
+    "calibrated_thresholds",
     "cushion_from_config",
     "cushion_from_name",
     "default_layer_names",

@@ -9,6 +9,7 @@ from monai_aegis.attacks import (
     CarliniWagnerL2,
     GaussianFeatureModel,
     IterativeAttack,
+    SquareAttack,
     TransferAttack,
     make_attack,
 )
@@ -23,7 +24,7 @@ def _extras(name, model, x, y, detector):
     if key == "hfc":
         pytest.importorskip("sklearn")
         return {"feature_model": GaussianFeatureModel.fit_model(model, x, y % 3, ["act2"], covariance_type="diag")}
-    if key in ("wb", "wb_d", "spgd", "opgd"):
+    if key in ("wb", "wb_d", "spgd", "opgd", "apgd-joint"):
         return {"detector": detector}
     return {}
 
@@ -32,7 +33,7 @@ def test_registry_builds_every_paper_attack(trained, detector):
     model, x, y = trained
     assert set(ATTACK_NAMES) == {
         "FGSM", "BIM", "PGD", "MIM", "DIM", "TIM", "CW-Linf", "PGD-L2", "CW-L2", "TF", "Fea", "HFC", "WB", "WB_d",
-        "SPGD", "OPGD", "APGD-CE", "APGD-CW",
+        "SPGD", "OPGD", "APGD-CE", "APGD-CW", "APGD-Joint", "Square",
     }
     t = (y + 1) % 3
     for name in ATTACK_NAMES:
@@ -42,6 +43,8 @@ def test_registry_builds_every_paper_attack(trained, detector):
             attack.steps = 2
         elif isinstance(attack, CarliniWagnerL2):
             attack.steps, attack.binary_search_steps = 3, 1
+        elif isinstance(attack, SquareAttack):
+            attack.queries = 5
         else:
             attack.source.steps = 2
         res = attack(x[:6], y[:6], t[:6])

@@ -20,6 +20,7 @@ TINY: dict[str, Any] = {
     "shield_width": 4,
     "network_def#width": 8,
     "network_def#convs_per_block": 1,
+    "summary_worst_case": {"eps": [8 / 256], "steps": 2, "pgd_steps": 2, "lams": [1.0], "proxies": ["identity"]},
 }
 
 

@@ -21,6 +21,7 @@ def test_train_writes_wrapper_and_summary(tiny_cxr_bundle):
     summary = read_json(tiny_cxr_bundle / "eval" / "train_summary.json")
     assert summary["n_test"] == TINY["max_items"] and summary["world_size"] == 1
     assert set(summary["attacks"]) == {"PGD", "WB"}
+    assert [r["eps"] for r in summary["worst_case"]["curve"]] == [8 / 256]
     assert 0.0 <= summary["clean_accuracy"] <= 1.0 and len(summary["threshold"]) == 2
     assert summary["layer_names"] == ["block1", "block2", "block3", "block4"]
     assert summary["cushion"]["method"] == "jpeg" and summary["cushion"]["quality"] == 80
@@ -28,6 +29,25 @@ def test_train_writes_wrapper_and_summary(tiny_cxr_bundle):
     assert torch.allclose(wrapper.threshold, torch.tensor(summary["threshold"]))
     out = wrapper.screen(torch.rand(3, 1, 64, 64))
     assert out["pred"].shape == (3,) and out["accept"].dtype == torch.bool
+
+
+def test_summary_records_and_prints_the_settings_used(tiny_cxr_bundle, tmp_path, capsys):
+    """Non-default TNR and eps reach the summary file and its printed lines (no hard-coded 90 % or 16/256)."""
+    run_workflow(bundle_files("aegis_cxr", "train.json"), "train", bundle_root=str(tmp_path),
+                 network_checkpoint=str(tiny_cxr_bundle / "models" / "classifier.pt"),
+                 **{**TINY, "tnr": 0.95, "eval_eps": 8 / 256,
+                    "summary_worst_case": {**TINY["summary_worst_case"], "eps": [2 / 256, 4 / 256]}})
+    out = capsys.readouterr().out
+    summary = read_json(tmp_path / "eval" / "train_summary.json")
+    assert summary["tnr"] == 0.95 and summary["eps"] == 8 / 256
+    assert all("tpr@95tnr" in m and "tpr@90tnr" not in m for m in summary["attacks"].values())
+    assert "TPR@95%TNR" in out and "eps 8/256" in out and "target 0.95" in out
+    assert "16/256" not in out and "TPR@90%TNR" not in out
+    curve = summary["worst_case"]["curve"]
+    assert [r["eps"] for r in curve] == [2 / 256, 4 / 256]
+    assert all(0.0 <= r["robust_accuracy"] <= 1.0 for r in curve)
+    assert "worst-case robust accuracy" in out and "REDUCED budget (2 / 2 steps)" in out
+    assert "rejected or still correct" in out and "classifier small_vgg(width=8, convs_per_block=1)" in out
 
 
 def test_pretrained_checkpoint_skips_classifier_training(tiny_cxr_bundle, tmp_path):
@@ -62,6 +82,20 @@ def test_evaluate_overlay_writes_report(tiny_cxr_bundle):
     assert "lid" in detectors or any("LID" in n for n in results["notes"])
 
 
+def test_worst_case_overlay_writes_the_curve(tiny_cxr_bundle):
+    worst_case = {"eps": [4 / 256, 16 / 256], "steps": 2, "pgd_steps": 2, "lams": [1.0], "proxies": ["identity"],
+                  "blackbox_eps": [16 / 256], "blackbox_queries": 5, "convergence_samples": 4}
+    run_workflow(bundle_files("aegis_cxr", "train.json", "worst_case.json"), None, bundle_root=str(tiny_cxr_bundle),
+                 worst_case=worst_case, **{"evaluation#max_eval": 12, "evaluation#progress": False}, **TINY)
+    out = tiny_cxr_bundle / "eval" / "worst_case"
+    results = read_json(out / "results.json")
+    rec = results["worst_case"]["splits"]["test"]
+    assert [r["eps"] for r in rec["curve"]] == [4 / 256, 16 / 256] and rec["n"] == 12
+    assert results["attacks"] == [] and len(rec["convergence"]) == 1 and rec["blackbox"][0]["queries"] == 5
+    report = (out / "report.md").read_text()
+    assert report.index("## Worst-case robustness (headline)") < report.index("## Clean performance")
+
+
 @pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
 def test_metadata_has_required_keys(bundle):
     meta = read_json(BUNDLES / bundle / "metadata.json")
@@ -71,8 +105,8 @@ def test_metadata_has_required_keys(bundle):
     fmt = meta["network_data_format"]
     assert fmt["inputs"]["image"]["num_channels"] == (1 if bundle == "aegis_cxr" else 3)
     assert fmt["outputs"]["pred"]["num_channels"] == 2
-    for f in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf", "LICENSE",
-              "docs/README.md"):
+    for f in ("train.json", "evaluate.json", "worst_case.json", "inference.json", "multi_gpu_train.json",
+              "logging.conf", "LICENSE", "docs/README.md"):
         assert (BUNDLES / bundle / f).is_file(), f
 
 

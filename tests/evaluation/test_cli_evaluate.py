@@ -37,6 +37,29 @@ def test_evaluate_command_end_to_end(tiny_wrapper, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_evaluate_worst_case_command(tiny_wrapper, tmp_path, capsys):
+    wrapper_path, clf_path, out = tmp_path / "aegis.pt", tmp_path / "clf.pt", tmp_path / "wc"
+    tiny_wrapper.save(wrapper_path)
+    save_classifier(tiny_wrapper.classifier, clf_path, "small_vgg", width=8)
+    settings = {"eps": [2 / 256, 8 / 256], "steps": 2, "pgd_steps": 2, "lams": [1.0], "proxies": ["identity"],
+                "blackbox_eps": [8 / 256], "blackbox_queries": 5, "convergence_samples": 4}
+    rc = main(["evaluate", "--worst-case", "--wrapper", str(wrapper_path), "--classifier", str(clf_path), "--data",
+               "sample", "--size", "32", "--max-eval", "8", "--n-fit", "8", "--set", f"worst_case={json.dumps(settings)}",
+               "--set", "progress=false", "--output", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    validate_results(res)
+    rec = res["worst_case"]["splits"]["test"]
+    assert [r["eps"] for r in rec["curve"]] == [2 / 256, 8 / 256] and rec["n"] == 8
+    assert res["attacks"] == [] and res["config"]["detectors"] == ["shield"]  # the curve alone
+    assert res["worst_case"]["settings"]["steps"] == 2
+    assert "worst_case" in res["figures"] and (out / res["figures"]["worst_case"]).is_file()
+    report = (out / "report.md").read_text()
+    assert report.index("Worst-case robustness") < report.index("Clean performance")
+    printed = capsys.readouterr().out
+    assert "worst-case robust accuracy" in printed and "eps 8/256: robust accuracy" in printed
+
+
 def test_evaluate_command_needs_architecture(tiny_wrapper, tmp_path):
     path = tmp_path / "aegis.pt"
     tiny_wrapper.save(path)

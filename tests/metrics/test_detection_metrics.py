@@ -113,3 +113,9 @@ def test_inputs_and_errors():
         tpr_at_tnr([1.0, 2.0], [3.0], 1.5)
     with pytest.raises(TypeError):
         detection_auroc(object(), [1.0])
+
+
+def test_tpr_key_names_the_tnr():
+    from monai_aegis.metrics import tpr_key
+
+    assert tpr_key(0.9) == "tpr@90tnr" and tpr_key(0.95) == "tpr@95tnr" and tpr_key(0.995) == "tpr@99.5tnr"

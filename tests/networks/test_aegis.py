@@ -128,3 +128,17 @@ def test_constructor_errors():
     w = AegisWrapper(net, shield, cushion=CushionLayer(lambda t: t.clamp(0.1, 0.9)))
     with pytest.raises(ValueError, match="user callable"):
         w.save("unused.pt")
+
+
+def test_calibrated_thresholds_per_class_and_fallback():
+    from monai_aegis.networks import calibrated_thresholds
+
+    scores = torch.cat([torch.arange(30.0), 100 + torch.arange(5.0)])
+    pred = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(5, dtype=torch.long)])
+    thr, info = calibrated_thresholds(scores, pred, 2, tnr=0.9, min_per_class=20)
+    assert info["fallback_classes"] == [1] and thr.shape == (2,)
+    assert float(thr[0]) == 3.0  # 27 of 30 class-0 scores are >= 3
+    assert float(thr[1]) == float(calibrated_thresholds(scores, pred, 2, 0.9, per_class=False)[0])
+    assert info["accepted_fraction"] == pytest.approx(float((scores >= thr[pred]).float().mean()))
+    with pytest.raises(ValueError, match="tnr"):
+        calibrated_thresholds(scores, pred, 2, tnr=1.0)

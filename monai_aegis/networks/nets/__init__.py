@@ -1,4 +1,4 @@
-from .aegis import AegisWrapper, iterate_images
+from .aegis import AegisWrapper, calibrated_thresholds, iterate_images
 from .classifiers import (
     CLASSIFIERS,
     SMALL_VGG_LAYERS,
@@ -17,6 +17,7 @@ __all__ = [
     "Shield",
     "build_classifier",
     "feature_shapes",
+    "calibrated_thresholds",
     "iterate_images",
     "load_classifier",
     "resnet18_classifier",

@@ -14,7 +14,7 @@ from ...utils.validation import check_image_batch
 from ..hooks import FeatureHooks, resolve_layer_names
 from .shield import Shield
 
-__all__ = ["AegisWrapper", "iterate_images"]
+__all__ = ["AegisWrapper", "calibrated_thresholds", "iterate_images"]
 
 _FORMAT = "monai_aegis.AegisWrapper/1"
 
@@ -35,6 +35,53 @@ def iterate_images(data: Any, batch_size: int = 32, image_key: str = "image") ->
         if not isinstance(batch, torch.Tensor):
             raise TypeError(f"expected image batches as tensors, got {type(batch).__name__}.")
         yield batch
+
+
+def calibrated_thresholds(
+    scores: torch.Tensor,
+    pred: torch.Tensor,
+    num_classes: int,
+    tnr: float = 0.9,
+    per_class: bool = True,
+    min_per_class: int = 20,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Reject thresholds on a Shield's clean logits that accept a fraction ``tnr`` of clean images.
+
+    Args:
+        scores: ``(N,)`` clean logits of the predicted class on clean images (:meth:`AegisWrapper.shield_scores`).
+        pred: ``(N,)`` the classifier's predictions on them.
+        num_classes: number of classes (length of a per-class threshold).
+        tnr: target true-negative rate (fraction of clean images accepted), in (0, 1).
+        per_class: one threshold per predicted class, or one global threshold.
+        min_per_class: a class with fewer clean predictions gets the global threshold.
+
+    Returns:
+        ``(threshold, info)``: the ``(num_classes,)`` (per class) or ``(1,)`` (global) threshold -- an image is
+        accepted when its clean logit is ``>=`` its predicted class's threshold -- and a dict with ``tnr``,
+        ``per_class``, ``n``, ``fallback_classes`` and the ``accepted_fraction`` of the given images.
+    """
+    from ...metrics import threshold_at_tnr
+
+    if not 0.0 < float(tnr) < 1.0:
+        raise ValueError(f"tnr must lie in (0, 1), got {tnr}.")
+    scores, pred = scores.detach().float().cpu().reshape(-1), pred.detach().cpu().reshape(-1)
+    # Detection convention: score = -clean logit (higher = more adversarial); reject when score > t.
+    global_t = -threshold_at_tnr(-scores, tnr)
+    info: dict[str, Any] = {"tnr": float(tnr), "per_class": bool(per_class), "n": int(scores.numel()),
+                            "fallback_classes": []}
+    if per_class:
+        thr = torch.full((int(num_classes),), float(global_t))
+        for y in range(int(num_classes)):
+            sel = scores[pred == y]
+            if sel.numel() >= min_per_class:
+                thr[y] = -threshold_at_tnr(-sel, tnr)
+            else:
+                info["fallback_classes"].append(y)
+    else:
+        thr = torch.tensor([float(global_t)])
+    accepted = (scores >= (thr[pred] if thr.numel() > 1 else thr)).float().mean()
+    info["accepted_fraction"] = float(accepted)
+    return thr, info
 
 
 class AegisWrapper(nn.Module):
@@ -200,29 +247,12 @@ class AegisWrapper(nn.Module):
         Returns:
             the threshold tensor (``(Y,)`` per class, ``(1,)`` global).
         """
-        from ...metrics import threshold_at_tnr
-
         if not 0.0 < float(tnr) < 1.0:
             raise ValueError(f"tnr must lie in (0, 1), got {tnr}.")
         scores, pred = self.shield_scores(clean_data, batch_size, image_key)
-        # Detection convention: score = -clean logit (higher = more adversarial); reject when score > t.
-        global_t = -threshold_at_tnr(-scores, tnr)
-        info: dict[str, Any] = {"tnr": float(tnr), "per_class": bool(per_class), "n": int(scores.numel()),
-                                "fallback_classes": []}
-        if per_class:
-            assert self.shield is not None
-            thr = torch.full((self.shield.num_classes,), float(global_t))
-            for y in range(self.shield.num_classes):
-                sel = scores[pred == y]
-                if sel.numel() >= min_per_class:
-                    thr[y] = -threshold_at_tnr(-sel, tnr)
-                else:
-                    info["fallback_classes"].append(y)
-        else:
-            thr = torch.tensor([float(global_t)])
+        assert self.shield is not None
+        thr, info = calibrated_thresholds(scores, pred, self.shield.num_classes, tnr, per_class, min_per_class)
         self.set_threshold(thr)
-        accepted = (scores >= (thr[pred] if thr.numel() > 1 else thr)).float().mean()
-        info["accepted_fraction"] = float(accepted)
         self.calibration = info
         return self.threshold.clone()
 

@@ -20,6 +20,7 @@ from torch import nn
 __all__ = [
     "CLASSIFIERS",
     "SMALL_VGG_LAYERS",
+    "architecture_name",
     "build_classifier",
     "load_classifier",
     "resnet18_classifier",
@@ -53,6 +54,9 @@ def small_vgg(
 
     Shape:
         ``(B, in_channels, H, W)`` -> ``(B, num_classes)``.
+
+    The returned ``nn.Sequential`` carries an ``architecture`` string (e.g. ``"small_vgg(width=32,
+    convs_per_block=2)"``) that logs and reports print instead of the class name.
     """
     if min(int(in_channels), int(num_classes), int(width), int(convs_per_block), int(stem_stride)) < 1:
         raise ValueError("in_channels, num_classes, width, convs_per_block and stem_stride must be positive integers.")
@@ -69,7 +73,15 @@ def small_vgg(
         if b < 3:
             layers.append((f"pool{b + 1}", nn.MaxPool2d(2)))
     layers += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten(1)), ("fc", nn.Linear(c_in, int(num_classes)))]
-    return nn.Sequential(OrderedDict(layers))
+    net = nn.Sequential(OrderedDict(layers))
+    net.architecture = f"small_vgg(width={int(width)}, convs_per_block={int(convs_per_block)})"  # for logs and reports
+    return net
+
+
+def architecture_name(model: nn.Module) -> str:
+    """A readable name of a classifier's architecture for logs and reports: its ``architecture`` attribute (set by
+    :func:`small_vgg`) or its class name."""
+    return str(getattr(model, "architecture", type(model).__name__))
 
 
 def resnet18_classifier(in_channels: int = 1, num_classes: int = 2) -> nn.Module:
