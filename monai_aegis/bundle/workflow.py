@@ -63,7 +63,7 @@ def build_aegis(
 #: the training summary's reduced worst-case budget (the full one: ``python -m monai_aegis evaluate --worst-case``)
 SUMMARY_WORST_CASE: dict[str, Any] = {
     "eps": [4 / 256, 8 / 256, 16 / 256], "steps": 50, "pgd_steps": 20, "lams": [0.3],
-    "proxies": ["identity", "smooth"], "blackbox_eps": [], "convergence_samples": 0,
+    "proxies": ["smooth"], "blackbox_eps": [], "convergence_samples": 0,
 }
 
 

@@ -146,25 +146,30 @@ def render_report(results: Mapping[str, Any]) -> str:
     )
     out.append("")
     splits = data["splits"]
+    baselines = [d for d in sysinfo["detectors"] if d != "shield"]
     out.append("Evaluation splits: " + "; ".join(
         f"`{k}` {v['n']} images (per class {v['class_counts']})" for k, v in splits.items()) + ". "
-        f"Baselines fitted on {data['fit']['n']} training images ({data['fit']['n_adversarial']} successful "
-        f"{data['fit']['fit_attack']} adversarial examples for LID / DNN); thresholds calibrated at {tnr}% TNR on "
-        f"{data['calibration']['n']} {data['calibration']['source']}.")
-    out += ["", "**Protocol.** Every attack is crafted once per split and setting, targeted to another class "
-            f"(L-inf eps = {cfg['eps'] * 256:g}/256; {cfg['conventional_steps']} steps for conventional attacks, "
-            f"{cfg['adaptive_steps']} for adaptive ones; CW-L2 {cfg['cw_binary_search_steps']} x {cfg['cw_steps']}). "
-            "Detection metrics (AUROC, TPR at "
-            f"{tnr}% TNR) compare the clean images the classifier gets right with the **successful** adversarial "
-            "versions of those images only, as usual in the detection literature; attack success rates are over those "
-            "images too. *Undetected success* = fooled the classifier and accepted by the Shield. *Robust accuracy* is "
-            "over all images: an image is defended when its adversarial version is rejected by the detector (threshold "
-            f"at {tnr}% TNR on clean validation images) or still classified correctly. Adaptive attacks (WB, WB_d, SPGD, "
-            "OPGD) target the Shield; the baselines score the same images (they are not attacked adaptively).", ""]
+        + (f"Baselines fitted on {data['fit']['n']} training images ({data['fit']['n_adversarial']} successful "
+           f"{data['fit']['fit_attack']} adversarial examples for LID / DNN). " if baselines else "")
+        + f"Thresholds calibrated at {tnr}% TNR on {data['calibration']['n']} {data['calibration']['source']}.")
+    out.append("")
 
     # ---------------------------------------------------------------- worst case (the headline)
     if results.get("worst_case"):
         out += worst_case_lines(results["worst_case"], results.get("figures", {}).get("worst_case")) + [""]
+
+    if results["attacks"]:
+        out += ["**Protocol of the per-attack tables.** Every attack is crafted once per split and setting, targeted to "
+                f"another class (L-inf eps = {cfg['eps'] * 256:g}/256; {cfg['conventional_steps']} steps for "
+                f"conventional attacks, {cfg['adaptive_steps']} for adaptive ones; CW-L2 "
+                f"{cfg['cw_binary_search_steps']} x {cfg['cw_steps']}). Detection metrics (AUROC, TPR at "
+                f"{tnr}% TNR) compare the clean images the classifier gets right with the **successful** adversarial "
+                "versions of those images only, as usual in the detection literature; attack success rates are over "
+                "those images too. *Undetected success* = fooled the classifier and accepted by the Shield. *Robust "
+                "accuracy* is over all images: an image is defended when its adversarial version is rejected by the "
+                f"detector (threshold at {tnr}% TNR on clean validation images) or still classified correctly. "
+                "Adaptive attacks (WB, WB_d, SPGD, OPGD) target the Shield; the baselines score the same images (they "
+                "are not attacked adaptively).", ""]
 
     # ---------------------------------------------------------------- verdict
     verdict = _verdict(results)

@@ -522,8 +522,8 @@ def worst_case_evaluation(
             if drop > 1e-9:
                 notes.append(f"eps {row['eps'] * 256:g}/256: attacking through the "
                              f"{'/'.join(list(cushions)[1:])} proxy as well lowers robust accuracy by "
-                             f"{100 * drop:.1f} points below the {first}-proxy figure: the {first} proxy alone "
-                             "overstates the Cushion's benefit.")
+                             f"{100 * drop:.1f} points below the {first}-proxy figure: with the {first} proxy alone "
+                             "the Cushion's benefit would be overstated by that much.")
 
     return {
         "n": n,

@@ -20,7 +20,9 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
 
     The temporary file lives in the destination folder (same file system), so ``os.replace`` is atomic: a
     reader sees either the previous complete file or the new complete file, never a partial one. On error
-    the temporary file is removed and the destination is left untouched.
+    the temporary file is removed and the destination is left untouched. The file gets the permissions of a
+    plainly created one (``0o666`` less the process umask), not ``mkstemp``'s private ``0o600``, so colleagues on a
+    shared workstation can read reports and predictions.
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -28,12 +30,19 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -111,3 +111,16 @@ def test_json_safe_replaces_non_finite_recursively(tmp_path):
         atomic_write_json(tmp_path / "bad.json", obj)  # still refused raw
     atomic_write_json(tmp_path / "ok.json", out)
     assert json.loads((tmp_path / "ok.json").read_text()) == out and not math.isnan(out["1"][0])
+
+
+def test_atomic_writes_use_the_usual_permissions(tmp_path):
+    import os
+
+    from monai_aegis.utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "report.md", "x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
