@@ -21,6 +21,7 @@ from .screening import (
     screening_datalist,
 )
 from .workflow import (
+    SHIELD_INPUTS,
     SUMMARY_WORST_CASE,
     build_aegis,
     evaluate_bundle,
@@ -45,6 +46,7 @@ __all__ = [
     "bundle_datalists",
     "distributed_device",
     "evaluate_bundle",
+    "SHIELD_INPUTS",
     "SUMMARY_WORST_CASE",
     "finalize_training",
     "format_summary",

@@ -152,9 +152,16 @@ def prepare_classifier(
     lr: float = 1e-3,
     device: Any = "cpu",
     save_path: str | os.PathLike | None = None,
+    adversarial: Mapping[str, Any] | None = None,
+    adversarial_save_path: str | os.PathLike | None = None,
 ) -> nn.Module:
     """The bundle's classifier: loaded from ``checkpoint`` when one is given (training skipped), else trained from
     scratch on ``train_loader`` and saved atomically to ``save_path`` (weights only).
+
+    With ``adversarial`` settings whose ``eps`` is positive (keyword arguments of
+    :func:`~monai_aegis.engines.adversarially_finetune`: ``eps``, ``method``, ``epochs``, ``steps``, ``lr``,
+    ``beta``...), that classifier is then fine-tuned adversarially (TRADES / PGD-AT) on ``train_loader`` and saved to
+    ``adversarial_save_path``; an existing file there is loaded instead of fine-tuning again.
 
     Raises:
         ValueError: neither a checkpoint nor training data.
@@ -164,12 +171,30 @@ def prepare_classifier(
     if checkpoint:
         model = load_network(network, checkpoint, map_location=device).to(device)
         logger.info(f"classifier: loaded '{checkpoint}' (training skipped)")
-        return model.eval()
-    if network is None or train_loader is None:
-        raise ValueError("prepare_classifier: give a classifier checkpoint, or network_def and training data.")
-    info = train_classifier(network, train_loader, epochs, lr, device, val_loader)
-    logger.info(f"classifier: trained from scratch for {epochs} epochs: {info}")
-    if save_path:
-        atomic_torch_save(network.state_dict(), save_path)
-        logger.info(f"classifier: saved weights to '{save_path}'")
-    return network.eval()
+    else:
+        if network is None or train_loader is None:
+            raise ValueError("prepare_classifier: give a classifier checkpoint, or network_def and training data.")
+        info = train_classifier(network, train_loader, epochs, lr, device, val_loader)
+        logger.info(f"classifier: trained from scratch for {epochs} epochs: {info}")
+        if save_path:
+            atomic_torch_save(network.state_dict(), save_path)
+            logger.info(f"classifier: saved weights to '{save_path}'")
+        model = network
+    settings = dict(adversarial or {})
+    if float(settings.get("eps", 0) or 0) > 0:
+        if adversarial_save_path and Path(adversarial_save_path).is_file():
+            model = load_network(model, adversarial_save_path, map_location=device).to(device)
+            logger.info(f"classifier: loaded the adversarially fine-tuned weights '{adversarial_save_path}'")
+        else:
+            if train_loader is None:
+                raise ValueError("adversarial fine-tuning of the classifier needs training data.")
+            from ..engines import adversarially_finetune
+
+            info = adversarially_finetune(model, train_loader, device=device, **settings)
+            if val_loader is not None:
+                info["val_accuracy"] = accuracy(model, val_loader, device)
+            logger.info(f"classifier: adversarially fine-tuned: {info}")
+            if adversarial_save_path:
+                atomic_torch_save(model.state_dict(), adversarial_save_path)
+                logger.info(f"classifier: saved the adversarially fine-tuned weights to '{adversarial_save_path}'")
+    return model.eval()

@@ -16,6 +16,7 @@ from ..evaluation.datasets import stack_loader
 from ..utils import json_safe
 
 __all__ = [
+    "SHIELD_INPUTS",
     "SUMMARY_WORST_CASE",
     "build_aegis",
     "evaluate_bundle",
@@ -28,6 +29,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+#: what the Shield reads: the classifier's hooked features, the (cushioned) image through a small CNN of its own, or both
+SHIELD_INPUTS = ("features", "input", "both")
+
+
 def build_aegis(
     classifier: nn.Module,
     input_shape: Sequence[int],
@@ -37,6 +42,8 @@ def build_aegis(
     shield_width: int = 32,
     shield_hidden: int = 64,
     device: Any = "cpu",
+    shield_inputs: str = "features",
+    input_depth: int = 4,
 ) -> Any:
     """An :class:`~monai_aegis.networks.AegisWrapper` around ``classifier`` with a fresh Shield sized by a dry run.
 
@@ -49,14 +56,26 @@ def build_aegis(
         cushion: a Cushion preset name (``"jpeg80"``, ``"bit_depth4"``, ``"tvm"``...), a module, or ``None``.
         shield_width: channels per class in each Shield branch.
         shield_hidden: hidden units per class of the Shield's fusion MLP.
+        shield_inputs: ``"features"`` (the paper's Shield: hooked classifier features), ``"input"`` (only a small
+            CNN of the Shield's own on the cushioned image, :data:`~monai_aegis.networks.INPUT_LAYER`) or
+            ``"both"`` -- the ablation switch of the robust input branch.
+        input_depth: 3x3 convolutions of the input branch.
     """
-    from ..networks import AegisWrapper, Shield, cushion_from_name, resolve_layer_names
+    from monai.utils import look_up_option
 
-    layers = resolve_layer_names(classifier, layer_names or None)
+    from ..networks import INPUT_LAYER, AegisWrapper, Shield, cushion_from_name, resolve_layer_names
+
+    mode = look_up_option(str(shield_inputs), SHIELD_INPUTS)
+    layers: tuple[str, ...] = ()
+    if mode != "input":
+        layers = tuple(n for n in resolve_layer_names(classifier, layer_names or None) if n != INPUT_LAYER)
+    if mode != "features":
+        layers = (INPUT_LAYER, *layers)
     cushion_mod = cushion_from_name(cushion) if isinstance(cushion, str) else cushion
     classifier = classifier.to(device).eval()
     shield = Shield.from_classifier(classifier, layers, tuple(int(s) for s in input_shape), int(num_classes),
-                                    preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden))
+                                    preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
+                                    input_depth=int(input_depth))
     return AegisWrapper(classifier, shield, cushion=cushion_mod).to(device)
 
 

@@ -1,4 +1,4 @@
-from .hooks import LAYER_PRESETS, FeatureHooks, default_layer_names, pool_features, resolve_layer_names
+from .hooks import INPUT_LAYER, LAYER_PRESETS, FeatureHooks, default_layer_names, pool_features, resolve_layer_names
 from .layers import (
     CUSHION_METHODS,
     CUSHION_PRESETS,
@@ -15,6 +15,7 @@ from .nets import AegisWrapper, Shield, calibrated_thresholds, feature_shapes, i
 __all__ = [
     "CUSHION_METHODS",
     "CUSHION_PRESETS",
+    "INPUT_LAYER",
     "LAYER_PRESETS",
     "AegisWrapper",
     "CushionLayer",

@@ -16,12 +16,18 @@ import torch
 from torch import nn
 
 __all__ = [
+    "INPUT_LAYER",
     "LAYER_PRESETS",
     "FeatureHooks",
     "default_layer_names",
     "pool_features",
     "resolve_layer_names",
 ]
+
+#: Pseudo layer name of the model's *input* (for the classifier behind a Cushion: the cushioned image). Hooking it
+#: gives a Shield a branch that reads the image itself -- a small detector CNN of its own -- beside the classifier's
+#: features.
+INPUT_LAYER = "<input>"
 
 #: Hooked layers per backbone. The paper's choices (1-indexed): torchvision ResNet-50 residual (bottleneck)
 #: blocks 1, 4, 8, 14 -- the first block of each of the four stages -- and VGG-16 ReLU activations
@@ -78,8 +84,8 @@ def resolve_layer_names(model: nn.Module, layer_names: Sequence[str] | str | Non
 
     Args:
         model: the network.
-        layer_names: explicit names (``"layer1.0"``), a preset key of :data:`LAYER_PRESETS`, or ``None``
-            for :func:`default_layer_names`.
+        layer_names: explicit names (``"layer1.0"``; :data:`INPUT_LAYER` for the model's input), a preset key of
+            :data:`LAYER_PRESETS`, or ``None`` for :func:`default_layer_names`.
 
     Raises:
         ValueError: for an unknown name (listing close matches), a duplicate, or an empty list.
@@ -99,7 +105,7 @@ def resolve_layer_names(model: nn.Module, layer_names: Sequence[str] | str | Non
     available = [n for n, _ in model.named_modules() if n]
     known = set(available)
     for name in layer_names:
-        if name not in known:
+        if name not in known and name != INPUT_LAYER:
             close = difflib.get_close_matches(name, available, n=5, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(
@@ -126,7 +132,8 @@ class FeatureHooks:
 
     Args:
         model: any ``nn.Module``; it is not modified apart from the temporary hooks.
-        layer_names: sub-module names, a :data:`LAYER_PRESETS` key, or ``None`` for the backbone's preset.
+        layer_names: sub-module names, a :data:`LAYER_PRESETS` key, or ``None`` for the backbone's preset;
+            :data:`INPUT_LAYER` captures the model's input (a forward pre-hook on ``model``).
         detach: store detached outputs (no autograd graph is kept).
         transform: optional callable applied to each captured output (e.g. pooling) before storing it.
     """
@@ -159,20 +166,33 @@ class FeatureHooks:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
                 output = output[0]
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returned {type(output).__name__}; FeatureHooks needs a tensor output.")
-            if self.detach:
-                output = output.detach()
-            if self.transform is not None:
-                output = self.transform(output)
-            self.features[name] = output
+            self._store(name, output)
 
         return hook
+
+    def _make_input_hook(self) -> Callable[[nn.Module, Any], None]:
+        def hook(module: nn.Module, inputs: Any) -> None:
+            self._store(INPUT_LAYER, inputs[0] if isinstance(inputs, tuple) and inputs else inputs)
+
+        return hook
+
+    def _store(self, name: str, output: Any) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {name!r} returned {type(output).__name__}; FeatureHooks needs a tensor output.")
+        if self.detach:
+            output = output.detach()
+        if self.transform is not None:
+            output = self.transform(output)
+        self.features[name] = output
 
     def attach(self) -> FeatureHooks:
         """Register the hooks (idempotent)."""
         if not self._handles:
-            self._handles = [self._modules[n].register_forward_hook(self._make_hook(n)) for n in self.layer_names]
+            self._handles = [
+                self.model.register_forward_pre_hook(self._make_input_hook()) if n == INPUT_LAYER
+                else self._modules[n].register_forward_hook(self._make_hook(n))
+                for n in self.layer_names
+            ]
         return self
 
     def remove(self) -> None:

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_net
+from toys import tiny_net
 from torch import nn
 
 from monai_aegis.attacks import (

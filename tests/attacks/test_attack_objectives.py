@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_data
+from toys import make_data
 from torch import nn
 
 from monai_aegis.attacks import (

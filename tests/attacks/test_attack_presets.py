@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import make_data, tiny_net, train
+from toys import make_data, tiny_net, train
 
 from monai_aegis.attacks import (
     ATTACK_NAMES,

@@ -105,3 +105,16 @@ def test_pool_features():
     assert [v.shape for v in pooled.values()] == [(2, 3), (2, 5), (2, 7)]
     with pytest.raises(ValueError, match="'d'"):
         pool_features({"d": torch.ones(3)})
+
+
+def test_input_pseudo_layer():
+    from monai_aegis.networks import INPUT_LAYER, FeatureHooks, resolve_layer_names
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+    assert resolve_layer_names(net, [INPUT_LAYER, "1"]) == (INPUT_LAYER, "1")
+    x = torch.rand(2, 1, 5, 5, requires_grad=True)
+    out, feats = FeatureHooks(net, [INPUT_LAYER, "1"]).run(x)
+    assert list(feats) == [INPUT_LAYER, "1"] and feats[INPUT_LAYER] is x
+    _, feats = FeatureHooks(net, [INPUT_LAYER], detach=True).run(x)
+    assert not feats[INPUT_LAYER].requires_grad
+    assert not net._forward_pre_hooks  # removed afterwards

@@ -81,3 +81,27 @@ def test_errors():
 def test_select():
     logits = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert Shield.select(logits, torch.tensor([1, 0])).tolist() == [2.0, 3.0]
+
+
+def test_input_branch_reads_the_image_itself():
+    from monai_aegis.networks import INPUT_LAYER
+
+    net = TinyNet()
+    cushion = nn.Identity()
+    shield = Shield.from_classifier(net, [INPUT_LAYER, "deep"], (1, 16, 16), num_classes=2, width=4, hidden=8,
+                                    preprocess=cushion, input_depth=3)
+    assert shield.feature_shapes[INPUT_LAYER] == (1, 16, 16) and shield.get_config()["input_depth"] == 3
+    assert len([m for m in shield.branches[0].body if isinstance(m, nn.Conv2d)]) == 1 + 3
+    x = torch.rand(3, 1, 16, 16)
+    _, feats = FeatureHooks(net, shield.layer_names).run(x)
+    assert torch.equal(feats[INPUT_LAYER], x)  # the hook captures the classifier's input
+    # the output depends on the image through the input branch, not only through the hooked features
+    img = feats[INPUT_LAYER].clone().requires_grad_(True)
+    out = shield({INPUT_LAYER: img, "deep": feats["deep"].detach()})
+    (g,) = torch.autograd.grad(out.sum(), img)
+    assert g.abs().sum() > 0
+    changed = shield({INPUT_LAYER: torch.rand_like(x), "deep": feats["deep"]})
+    assert not torch.allclose(changed, out.detach())
+    again = Shield.from_config(shield.get_config())
+    again.load_state_dict(shield.state_dict())
+    assert torch.equal(again(feats), shield(feats))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..hooks import FeatureHooks, resolve_layer_names
+from ..hooks import INPUT_LAYER, FeatureHooks, resolve_layer_names
 
 __all__ = ["Shield", "feature_shapes"]
 
@@ -101,6 +101,9 @@ class Shield(nn.Module):
         branch_depth: 3x3 convolutions per branch (stride 2 while the map is >= 8 wide).
         hidden: hidden units per class in the fusion MLP.
         fusion_depth: hidden layers in the fusion MLP (0 = linear fusion).
+        input_depth: 3x3 convolutions of the branch reading :data:`~monai_aegis.networks.INPUT_LAYER` (the image
+            itself): a small CNN per class, trained with the Shield's adversarial objective (as in asymmetrical
+            adversarial training, Yin et al. 2020), whose robustness does not depend on the classifier's features.
 
     Shape:
         - Input: mapping ``layer -> (B, C, *spatial)`` with the layers and channel counts given at construction.
@@ -115,6 +118,7 @@ class Shield(nn.Module):
         branch_depth: int = 1,
         hidden: int = 64,
         fusion_depth: int = 1,
+        input_depth: int = 4,
     ) -> None:
         super().__init__()
         if not feature_shapes:
@@ -124,17 +128,18 @@ class Shield(nn.Module):
         for name, v in (("width", width), ("hidden", hidden)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}.")
-        for name, v in (("branch_depth", branch_depth), ("fusion_depth", fusion_depth)):
+        for name, v in (("branch_depth", branch_depth), ("fusion_depth", fusion_depth), ("input_depth", input_depth)):
             if int(v) < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}.")
         self.feature_shapes = OrderedDict((str(k), tuple(int(s) for s in v)) for k, v in feature_shapes.items())
         self.layer_names = tuple(self.feature_shapes)
         self.num_classes = int(num_classes)
         self._config = {"width": int(width), "branch_depth": int(branch_depth), "hidden": int(hidden),
-                        "fusion_depth": int(fusion_depth)}
+                        "fusion_depth": int(fusion_depth), "input_depth": int(input_depth)}
         # ModuleDict keys may not contain "."; keep a parallel list in layer order.
         self.branches = nn.ModuleList(
-            _Branch(shape, self.num_classes, int(width), int(branch_depth)) for shape in self.feature_shapes.values()
+            _Branch(shape, self.num_classes, int(width), int(input_depth if name == INPUT_LAYER else branch_depth))
+            for name, shape in self.feature_shapes.items()
         )
         fused = sum(b.out_features for b in self.branches)
         dims = [fused] + [int(hidden)] * int(fusion_depth) + [1]

@@ -1,0 +1,77 @@
+"""Adversarial fine-tuning of the classifier (PGD-AT, TRADES)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from toys import make_data, tiny_net, train
+
+from monai_aegis.attacks import PGD
+from monai_aegis.engines import AdversarialClassifierUpdate, TradesKL, adversarially_finetune
+
+EPS = 0.01
+
+
+def _robust_accuracy(model, x, y, eps=EPS):
+    torch.manual_seed(0)
+    res = PGD(model, eps=eps, steps=10)(x, y)
+    return float((res.predictions == y).float().mean())
+
+
+@pytest.fixture(scope="module")
+def toy():
+    torch.manual_seed(0)
+    x, y = make_data(240, seed=1)
+    model = train(tiny_net(), x, y)
+    x_test, y_test = make_data(48, seed=2)
+    loader = [{"image": x[i:i + 48], "label": y[i:i + 48]} for i in range(0, len(y), 48)]
+    return model, loader, x_test, y_test
+
+
+@pytest.mark.parametrize("method", ["trades", "pgd"])
+def test_adversarial_finetuning_raises_robust_accuracy(toy, method):
+    model, loader, x_test, y_test = toy
+    robust_model = copy.deepcopy(model)
+    before = _robust_accuracy(model, x_test, y_test)
+    torch.manual_seed(0)
+    info = adversarially_finetune(robust_model, loader, eps=EPS, epochs=8, steps=5, lr=3e-3, method=method, beta=1.0,
+                                  clean_weight=1.0)
+    after = _robust_accuracy(robust_model, x_test, y_test)
+    with torch.no_grad():
+        clean = float((robust_model(x_test).argmax(1) == y_test).float().mean())
+    assert info["method"] == method and info["eps"] == EPS and 0.0 <= info["adv_accuracy"] <= 1.0
+    assert after > before + 0.1, (before, after)
+    assert clean >= 0.9
+    assert not robust_model.training  # handed back in eval mode
+
+
+def test_frozen_normalisation_keeps_the_running_statistics(toy):
+    model, loader, _, _ = toy
+    m = copy.deepcopy(model)
+    stats = m.bn1.running_mean.clone()
+    adversarially_finetune(m, loader[:1], eps=EPS, epochs=1, steps=2, lr=1e-3)
+    assert torch.equal(m.bn1.running_mean, stats)
+    m2 = copy.deepcopy(model)
+    adversarially_finetune(m2, loader[:1], eps=EPS, epochs=1, steps=2, lr=1e-3, freeze_norm=False)
+    assert not torch.equal(m2.bn1.running_mean, stats)
+
+
+def test_trades_objective_is_zero_at_the_clean_point_and_grows():
+    model = tiny_net().eval()
+    x = torch.rand(4, 3, 16, 16)
+    y = torch.zeros(4, dtype=torch.long)
+    obj = TradesKL().bind(lambda t: (model(t), {}), x, y, None)
+    with torch.no_grad():
+        assert torch.allclose(obj(model(x), {}, y, None), torch.zeros(4), atol=1e-6)
+        assert (obj(model((x + 0.3).clamp(0, 1)), {}, y, None) > 0).all()
+    with pytest.raises(RuntimeError, match="unbound"):
+        TradesKL()(model(x), {}, y, None)
+
+
+def test_update_checks():
+    with pytest.raises(ValueError, match="mart"):
+        AdversarialClassifierUpdate("mart")
+    with pytest.raises(ValueError, match="steps"):
+        AdversarialClassifierUpdate("pgd", steps=0)

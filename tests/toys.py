@@ -1,0 +1,51 @@
+"""Toy models and data shared by the tests: a tiny named convnet, separable synthetic images, a quick trainer."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+def tiny_net(in_channels: int = 3, num_classes: int = 3, dims: int = 2, bn: bool = True) -> nn.Sequential:
+    """conv -> (bn) -> relu -> conv(stride 2) -> relu -> global pool -> linear, with named layers."""
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+    pool = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
+    layers = [("conv1", conv(in_channels, 8, 3, padding=1))]
+    if bn:
+        layers.append(("bn1", norm(8)))
+    layers += [
+        ("act1", nn.ReLU()),
+        ("conv2", conv(8, 16, 3, stride=2, padding=1)),
+        ("act2", nn.ReLU()),
+        ("pool", pool),
+        ("flat", nn.Flatten()),
+        ("fc", nn.Linear(16, num_classes)),
+    ]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def make_data(n: int, num_classes: int = 3, channels: int = 3, size: int = 16, seed: int = 0):
+    """Class k: mid-grey noise plus a brighter horizontal band at rows [k*s, (k+1)*s); separable but close."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    x = 0.5 + 0.08 * torch.randn(n, channels, size, size, generator=g)
+    band = size // num_classes
+    for k in range(num_classes):
+        x[y == k, :, k * band : (k + 1) * band, :] += 0.12
+    return x.clamp(0, 1), y
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 150, lr: float = 0.02) -> nn.Module:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model
