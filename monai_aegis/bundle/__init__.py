@@ -28,6 +28,8 @@ from .workflow import (
     finalize_training,
     format_summary,
     load_aegis,
+    recalibrate_site,
+    site_datalist,
     stack_loader,
 )
 
@@ -56,6 +58,8 @@ __all__ = [
     "load_aegis",
     "load_network",
     "prepare_classifier",
+    "recalibrate_site",
+    "site_datalist",
     "shard_indices",
     "sharded_detection",
     "stack_loader",

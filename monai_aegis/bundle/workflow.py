@@ -23,6 +23,8 @@ __all__ = [
     "finalize_training",
     "format_summary",
     "load_aegis",
+    "recalibrate_site",
+    "site_datalist",
     "stack_loader",
 ]
 
@@ -254,6 +256,94 @@ def load_aegis(network: nn.Module | None, path: str | os.PathLike, device: Any =
     return wrapper.to(device).eval()
 
 
+
+#: fewer clean local images than this give a noisy threshold (a warning is printed)
+SITE_MIN_IMAGES = 200
+
+
+def site_datalist(folder: str | os.PathLike | Sequence[str | os.PathLike], recursive: bool = True) -> list[dict]:
+    """Datalist of the clean local images for :func:`recalibrate_site` (``calibration_dir`` of ``calibrate.json``):
+    a folder (or files / folders) of DICOM, NIfTI, PNG or JPEG images, labels not needed.
+
+    Raises:
+        ValueError: no folder given (the message names the bundle key to set).
+    """
+    from .screening import screening_datalist
+
+    if not folder:
+        raise ValueError("site recalibration needs clean local images: set calibration_dir, e.g. "
+                         "--calibration_dir /data/site_clean_xrays (a few hundred clean, unlabelled studies).")
+    return screening_datalist(folder, recursive=recursive)
+
+
+def recalibrate_site(
+    wrapper: Any,
+    clean_loader: Any,
+    save_path: str | os.PathLike,
+    report_path: str | os.PathLike | None = None,
+    tnr: float = 0.9,
+    min_images: int = 20,
+) -> dict[str, Any]:
+    """Site recalibration: set the reject thresholds on a few hundred *clean, unlabelled* images of the local
+    scanner / export pipeline, so that clean studies of this site pass at ``tnr`` (a Shield calibrated elsewhere can
+    reject far more of them: another pipeline shifts the clean logits). Only the thresholds change; the classifier
+    and Shield are untouched, so robustness to attacks at a given threshold is unchanged, but the new threshold may be
+    looser -- the report records both, and the acceptance of the local images before and after.
+
+    The images must be clean: an attacker who can place images in the calibration set can loosen the threshold.
+
+    Args:
+        wrapper: the trained :class:`~monai_aegis.networks.AegisWrapper` (modified in place: new thresholds).
+        clean_loader: the local clean images (``{"image"}`` batches; labels are not needed nor used).
+        save_path: where the recalibrated wrapper is written (atomically); keep the original beside it.
+        report_path: JSON report (``None``: not written).
+        tnr: target fraction of local clean images accepted.
+        min_images: fewer images are refused (below :data:`SITE_MIN_IMAGES` a warning says the threshold is noisy).
+
+    Returns:
+        the report: ``n``, ``tnr``, ``threshold_before`` / ``threshold_after``, ``accepted_before`` /
+        ``accepted_after`` (on the local images), ``saved``.
+
+    Raises:
+        ValueError: a wrapper without Shield or thresholds, or fewer than ``min_images`` images.
+    """
+    from ..utils import atomic_write_json
+
+    if getattr(wrapper, "shield", None) is None or wrapper.threshold.numel() == 0:
+        raise ValueError("site recalibration needs a trained, calibrated Aegis checkpoint (run train.json first).")
+    wrapper.eval()
+    scores, pred = wrapper.shield_scores(clean_loader)
+    n = int(scores.numel())
+    if n < int(min_images):
+        raise ValueError(f"site recalibration got {n} clean images; give at least {min_images} "
+                         f"(a few hundred, {SITE_MIN_IMAGES}+, for a stable threshold).")
+    if n < SITE_MIN_IMAGES:
+        logger.warning("site recalibration on %d images: the threshold is noisy; %d+ are recommended.", n,
+                       SITE_MIN_IMAGES)
+
+    def accepted(thr: torch.Tensor) -> float:
+        t = thr.expand(n) if thr.numel() == 1 else thr[pred]
+        return float((scores >= t).float().mean())
+
+    from ..networks import calibrated_thresholds
+
+    before = wrapper.threshold.detach().cpu().clone()
+    after, info = calibrated_thresholds(scores, pred, wrapper.shield.num_classes, tnr, per_class=before.numel() > 1)
+    wrapper.set_threshold(after)
+    wrapper.calibration = {**info, "site_recalibrated": True}
+    Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+    wrapper.save(save_path)
+    report = {"n": n, "tnr": float(tnr), "threshold_before": before.tolist(), "threshold_after": after.tolist(),
+              "accepted_before": accepted(before), "accepted_after": accepted(after),
+              "predicted_classes": torch.bincount(pred, minlength=max(1, before.numel())).tolist(),
+              "saved": str(save_path)}
+    if report_path:
+        atomic_write_json(report_path, json_safe(report))
+    print(f"site recalibration on {n} clean local images: accepted {report['accepted_before']:.3f} with the "
+          f"shipped thresholds {[round(t, 3) for t in report['threshold_before']]}, {report['accepted_after']:.3f} "
+          f"with the new ones {[round(t, 3) for t in report['threshold_after']]} (target {tnr:g}); saved to "
+          f"{save_path}", flush=True)
+    return report
 
 
 def evaluate_bundle(

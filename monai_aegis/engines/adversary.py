@@ -8,16 +8,23 @@ from typing import Any
 import torch
 from monai.utils import look_up_option
 
-from ..attacks import PGD, CrossEntropy, DetectorLogit, OrthogonalPGD, SelectivePGD, WhiteBox
+from ..attacks import PGD, CrossEntropy, DetectorGate, DetectorLogit, JointAPGD, OrthogonalPGD, SelectivePGD, WhiteBox
 from ..networks.nets.aegis import AegisWrapper
 
-__all__ = ["SHIELD_ADVERSARIES", "ShieldAdversary"]
+__all__ = ["SHIELD_ADVERSARIES", "SHIELD_NEGATIVES", "ShieldAdversary"]
 
 #: Training attackers: ``shield_pgd`` is the paper's (PGD maximising ``S_t`` only, Eq. 3); ``wb`` adds the
 #: targeted CW term on the classifier (the WB attack), so negatives also flip the prediction; ``spgd``/``opgd``
 #: are Bryniarski et al.'s selective / orthogonal PGD with the detector's decision at logit 0 (probability 0.5);
-#: ``pgd`` is a detector-unaware targeted PGD (cross-entropy: it drives deep into the target class) on the classifier, the attack most users meet.
-SHIELD_ADVERSARIES = ("shield_pgd", "wb", "spgd", "opgd", "pgd")
+#: ``pgd`` is a detector-unaware targeted PGD (cross-entropy: it drives deep into the target class) on the classifier,
+#: the attack most users meet; ``apgd_joint`` is the worst-case evaluation's strongest member, APGD on the joint
+#: margin (classifier CW margin + ``lam`` x detector margin at the training threshold).
+SHIELD_ADVERSARIES = ("shield_pgd", "wb", "spgd", "opgd", "pgd", "apgd_joint")
+
+#: which iterate becomes the negative: ``"objective"`` (the attack's own choice: its last or highest-objective
+#: iterate) or ``"accepted"`` (each attacker ranks its iterates by "fooled and accepted" at the training threshold,
+#: as the worst-case evaluation judges them, so the negative is the point that beats the current Shield)
+SHIELD_NEGATIVES = ("objective", "accepted")
 
 
 class ShieldAdversary:
@@ -36,8 +43,13 @@ class ShieldAdversary:
         random_start: start from a uniform random point of the ball.
         detector_weight: weight of the Shield logit in ``wb``.
         kappa: CW confidence of the classifier term (``wb``, ``spgd``, ``opgd`` use CW margins).
-        threshold: Shield acceptance threshold (logit) used by ``spgd``/``opgd`` during training.
+        threshold: Shield acceptance threshold (logit; a float or a ``(num_classes,)`` tensor) of the gated
+            attackers (``spgd``, ``opgd``, ``apgd_joint``, and all of them with ``negatives="accepted"``). The
+            trainer may move it during training (:class:`~monai_aegis.engines.AdversarialShieldUpdate`'s
+            ``threshold_tnr``) so that it follows the deployed rule.
         clip: valid input range.
+        lam: detector-margin weight of ``apgd_joint``.
+        negatives: one of :data:`SHIELD_NEGATIVES`.
     """
 
     def __init__(
@@ -49,8 +61,10 @@ class ShieldAdversary:
         random_start: bool = True,
         detector_weight: float = 1.0,
         kappa: float = 0.0,
-        threshold: float = 0.0,
+        threshold: float | torch.Tensor = 0.0,
         clip: Sequence[float] = (0.0, 1.0),
+        lam: float = 0.3,
+        negatives: str = "objective",
     ) -> None:
         if wrapper.shield is None:
             raise ValueError("ShieldAdversary needs an AegisWrapper with a Shield.")
@@ -66,8 +80,10 @@ class ShieldAdversary:
         self.random_start = bool(random_start)
         self.detector_weight = float(detector_weight)
         self.kappa = float(kappa)
-        self.threshold = float(threshold)
+        self.threshold = threshold if isinstance(threshold, torch.Tensor) else float(threshold)
         self.clip = tuple(float(c) for c in clip)
+        self.lam = float(lam)
+        self.negatives = look_up_option(str(negatives).lower(), SHIELD_NEGATIVES)
 
     def build(self, name: str, eps: float) -> Any:
         """The attack object of training attacker ``name`` at budget ``eps``."""
@@ -75,11 +91,17 @@ class ShieldAdversary:
         common: dict[str, Any] = {
             "eps": float(eps),
             "steps": self.steps,
-            "step_size": None if self.step_size is None else self.step_size * float(eps),
             "random_start": self.random_start,
             "clip": self.clip,
             "preprocess": w.cushion,
         }
+        if name == "apgd_joint":  # APGD sets its own step size (2 eps, halved on plateaus)
+            return JointAPGD(w.classifier, w.shield, threshold=self.threshold, lam=self.lam,
+                             layer_names=w.layer_names, **common)
+        common["step_size"] = None if self.step_size is None else self.step_size * float(eps)
+        if self.negatives == "accepted" and name in ("shield_pgd", "pgd", "wb"):
+            common["detector_gate"] = DetectorGate(w.shield, self.threshold, w.layer_names)
+            common["keep_best"] = True
         if name == "shield_pgd":
             return PGD(w.classifier, objective=DetectorLogit(w.shield, w.layer_names), **common)
         if name == "pgd":
@@ -108,7 +130,7 @@ class ShieldAdversary:
 
     def __repr__(self) -> str:
         return (f"ShieldAdversary(attacks={self.attacks}, steps={self.steps}, step_size={self.step_size}, "
-                f"random_start={self.random_start})")
+                f"random_start={self.random_start}, negatives={self.negatives!r})")
 
 
 class _Crafted:

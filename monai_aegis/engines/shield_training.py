@@ -127,6 +127,15 @@ class AdversarialShieldUpdate:
         eps: default L-inf budget when the engine state has none.
         eps_attr: engine state attribute holding the current budget.
         seed: seed of the target-class draw (``None``: torch's global RNG).
+        augment: a batch transform applied to the clean images before anything else, e.g.
+            :class:`~monai_aegis.transforms.RandBenignShift`: the positives are shifted clean images and the
+            negatives are attacks from shifted images, so the Shield learns benign shifts as clean.
+        threshold_tnr: when set, the training attackers' acceptance threshold follows the deployed rule: after
+            every iteration, per class, the ``1 - threshold_tnr`` quantile of the Shield's logits on that batch's
+            clean images (a running average with ``threshold_momentum``) is written to ``adversary.threshold``
+            (the adversary must have that attribute, as :class:`~monai_aegis.engines.ShieldAdversary` does), so
+            the gated attackers aim at the threshold the calibrated Shield will use, not at logit 0.
+        threshold_momentum: weight of the previous value in the running average.
     """
 
     def __init__(
@@ -136,8 +145,22 @@ class AdversarialShieldUpdate:
         eps: float = 16 / 256,
         eps_attr: str = "eps",
         seed: int | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        threshold_tnr: float | None = None,
+        threshold_momentum: float = 0.9,
     ) -> None:
         self.adversary = adversary
+        self.augment = augment
+        if threshold_tnr is not None:
+            if not 0.0 < float(threshold_tnr) < 1.0:
+                raise ValueError(f"threshold_tnr must lie in (0, 1), got {threshold_tnr}.")
+            if not hasattr(adversary, "threshold"):
+                raise ValueError("threshold_tnr needs an adversary with a 'threshold' attribute (ShieldAdversary).")
+        if not 0.0 <= float(threshold_momentum) < 1.0:
+            raise ValueError(f"threshold_momentum must lie in [0, 1), got {threshold_momentum}.")
+        self.threshold_tnr = None if threshold_tnr is None else float(threshold_tnr)
+        self.threshold_momentum = float(threshold_momentum)
+        self.threshold: torch.Tensor | None = None
         self.num_classes = int(num_classes)
         self.eps = float(eps)
         self.eps_attr = eps_attr
@@ -151,6 +174,8 @@ class AdversarialShieldUpdate:
             raise ValueError("Shield training needs class labels in the batch ('label').")
         y = check_labels(torch.as_tensor(y).reshape(x.shape[0], -1)[:, 0], x.shape[0], self.num_classes, "label")
         x = convert_to_tensor(x, track_meta=False)  # plain tensors: MetaTensor overhead on every attack step
+        if self.augment is not None:
+            x = convert_to_tensor(self.augment(x), track_meta=False).to(x.device)
         target = sample_other_classes(y, self.num_classes, self.generator)
         eps = float(getattr(engine.state, self.eps_attr, None) or self.eps)
         engine.network.eval()
@@ -164,9 +189,39 @@ class AdversarialShieldUpdate:
         }
         output = engine._iteration(engine, batch)
         output["eps"] = eps
+        if self.threshold_tnr is not None:
+            self._track_threshold(output["pred"][: x.shape[0]], y)
+            output["threshold"] = self.threshold.tolist()
         if success is not None:
             output["adv_success"] = float(torch.as_tensor(success).float().mean())
         return output
+
+
+    @torch.no_grad()
+    def _track_threshold(self, clean_logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Update the running per-class threshold from this batch's clean logits and hand it to the adversary."""
+        logit = Shield.select(clean_logits.detach().float(), y).cpu()
+        y = y.cpu()
+        q = 1.0 - float(self.threshold_tnr)
+        prev = self.threshold
+        new = torch.zeros(self.num_classes) if prev is None else prev.clone()
+        for c in range(self.num_classes):
+            sel = logit[y == c]
+            if sel.numel() == 0:
+                continue
+            value = torch.quantile(sel, q)
+            new[c] = value if prev is None else self.threshold_momentum * prev[c] + (1 - self.threshold_momentum) * value
+        self.threshold = new
+        self.adversary.threshold = new.clone()  # type: ignore[attr-defined]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running threshold (checkpointed with the trainer state so that a resumed run continues it)."""
+        return {"threshold": self.threshold}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.threshold = state.get("threshold")
+        if self.threshold is not None and self.threshold_tnr is not None:
+            self.adversary.threshold = self.threshold.clone()  # type: ignore[attr-defined]
 
 
 def _detection_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,6 +254,10 @@ class ShieldTrainer(SupervisedTrainer):
         eps: budget when no scheduler sets ``engine.state.eps``.
         seed: seed of the target-class draw.
         stats_batches: batches used to fit the Shield's input standardisation (0 to skip).
+        augment: batch transform of the clean training images (see :class:`AdversarialShieldUpdate`), e.g.
+            :class:`~monai_aegis.transforms.RandBenignShift` so that clean images from another pipeline pass.
+        threshold_tnr: let the training attackers' threshold follow the deployed rule (see
+            :class:`AdversarialShieldUpdate`; ``None``: the adversary's own fixed threshold).
         distributed: wrap the trained network in ``DistributedDataParallel`` (needs an initialised process group,
             e.g. under torchrun): Shield gradients are averaged over ranks, so every rank holds the same Shield.
             Give each rank its shard of the data (``DistributedSampler``).
@@ -216,6 +275,8 @@ class ShieldTrainer(SupervisedTrainer):
         eps: float = 16 / 256,
         seed: int | None = 0,
         stats_batches: int = 4,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        threshold_tnr: float | None = None,
         distributed: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -246,7 +307,8 @@ class ShieldTrainer(SupervisedTrainer):
             network=network,
             optimizer=optimizer,
             loss_function=ShieldLoss(),
-            iteration_update=AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed),
+            iteration_update=AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed,
+                                                     augment=augment, threshold_tnr=threshold_tnr),
             **kwargs,
         )
         self.wrapper = wrapper

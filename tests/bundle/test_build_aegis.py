@@ -33,3 +33,23 @@ def test_shield_inputs_switch_and_round_trip(mode, layers, tmp_path):
 def test_unknown_shield_inputs():
     with pytest.raises(ValueError, match="pixels"):
         build_aegis(small_vgg(1, 2, width=4), (1, 32, 32), 2, shield_inputs="pixels")
+
+
+def test_recalibrate_site_sets_the_local_quantile_and_refuses_bad_input(tmp_path):
+    from monai_aegis.bundle import recalibrate_site, site_datalist
+
+    torch.manual_seed(0)
+    w = build_aegis(small_vgg(1, 2, width=4), (1, 32, 32), 2, cushion=None, shield_width=2, shield_hidden=4)
+    with pytest.raises(ValueError, match="calibrated Aegis"):
+        recalibrate_site(w, torch.rand(40, 1, 32, 32), tmp_path / "site.pt")
+    w.calibrate(torch.rand(40, 1, 32, 32), tnr=0.9, per_class=False)
+    local = torch.rand(100, 1, 32, 32) * 0.5  # a darker site
+    report = recalibrate_site(w, local, tmp_path / "site.pt", tmp_path / "site.json", tnr=0.9)
+    scores, _ = w.shield_scores(local)
+    assert report["accepted_after"] == pytest.approx(float((scores >= w.threshold).float().mean()))
+    assert abs(report["accepted_after"] - 0.9) <= 0.02 and len(report["threshold_after"]) == 1
+    assert (tmp_path / "site.pt").is_file() and (tmp_path / "site.json").is_file()
+    with pytest.raises(ValueError, match="at least 20"):
+        recalibrate_site(w, local[:5], tmp_path / "site2.pt")
+    with pytest.raises(ValueError, match="calibration_dir"):
+        site_datalist("")

@@ -96,6 +96,64 @@ def test_worst_case_overlay_writes_the_curve(tiny_cxr_bundle):
     assert report.index("## Worst-case robustness (headline)") < report.index("## Clean performance")
 
 
+def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
+    """shield_benign_shift / shield_negatives / shield_threshold_tnr configure the Shield's training."""
+    from monai.bundle import ConfigWorkflow
+
+    from monai_aegis.engines import AdversarialShieldUpdate
+    from monai_aegis.transforms import RandBenignShift
+
+    wf = ConfigWorkflow(config_file=str(BUNDLES / "aegis_cxr" / "train.json"), workflow_type="train",
+                        logging_file=None, meta_file=str(BUNDLES / "aegis_cxr" / "metadata.json"),
+                        bundle_root=str(tmp_path), network_checkpoint=str(tiny_cxr_bundle / "models" / "classifier.pt"),
+                        **{**TINY, "shield_benign_shift": {"prob": 1.0, "jpeg_quality": [60, 90]},
+                           "shield_negatives": "accepted", "shield_threshold_tnr": 0.9,
+                           "adversaries": ["pgd", "apgd_joint"]})
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    update = trainer._process_function
+    assert isinstance(update, AdversarialShieldUpdate) and update.threshold_tnr == 0.9
+    assert isinstance(update.augment, RandBenignShift) and update.augment.jpeg_quality == (60, 90)
+    assert update.adversary.negatives == "accepted" and update.adversary.attacks == ["pgd", "apgd_joint"]
+    wf.run()
+    assert isinstance(update.adversary.threshold, torch.Tensor)  # followed the clean 10 % quantile
+    default = ConfigWorkflow(config_file=str(BUNDLES / "aegis_cxr" / "train.json"), workflow_type="train",
+                             logging_file=None, meta_file=str(BUNDLES / "aegis_cxr" / "metadata.json"),
+                             bundle_root=str(tmp_path / "default"), **TINY)
+    default.initialize()
+    assert default.parser.get_parsed_content("shield_augment") is None
+
+
+def test_calibrate_overlay_recalibrates_on_local_images(tiny_cxr_bundle, tmp_path):
+    """Site recalibration: the shipped thresholds move so that ~tnr of the local clean images pass; the original
+    checkpoint stays, the new one and a report are written."""
+    import numpy as np
+    from PIL import Image
+
+    from monai_aegis.bundle import load_aegis
+    from monai_aegis.data import load_sample_datalist
+    from monai_aegis.networks.nets import small_vgg
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for i, item in enumerate(load_sample_datalist("train")[:60]):  # "another pipeline": darker, re-coded
+        img = np.asarray(Image.open(item["image"]).convert("L"), dtype=np.float32) * 0.7
+        Image.fromarray(img.astype(np.uint8)).save(site / f"img{i}.jpg", quality=60)
+    before = (tiny_cxr_bundle / "models" / "aegis.pt").read_bytes()
+    run_workflow(bundle_files("aegis_cxr", "train.json", "calibrate.json"), None, bundle_root=str(tiny_cxr_bundle),
+                 calibration_dir=str(site), site_tnr=0.8, **TINY)
+    report = read_json(tiny_cxr_bundle / "eval" / "site_calibration.json")
+    assert report["n"] == 60 and report["tnr"] == 0.8
+    assert abs(report["accepted_after"] - 0.8) <= 0.1
+    assert (tiny_cxr_bundle / "models" / "aegis.pt").read_bytes() == before  # the shipped model is kept
+    site_model = load_aegis(small_vgg(1, 2, width=8, convs_per_block=1), tiny_cxr_bundle / "models" / "aegis_site.pt")
+    assert site_model.threshold.tolist() == pytest.approx(report["threshold_after"])
+    assert site_model.calibration["site_recalibrated"] is True
+    with pytest.raises(Exception, match="calibration_dir"):
+        run_workflow(bundle_files("aegis_cxr", "train.json", "calibrate.json"), None,
+                     bundle_root=str(tiny_cxr_bundle), **TINY)
+
+
 @pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
 def test_metadata_has_required_keys(bundle):
     meta = read_json(BUNDLES / bundle / "metadata.json")

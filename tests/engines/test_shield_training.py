@@ -183,3 +183,81 @@ def test_update_requires_labels(trained_classifier):
 
     with pytest.raises(ValueError, match="labels"):
         update(_E, torch.rand(2, 1, SIZE, SIZE))
+
+
+def test_joint_adversary_and_accepted_negatives(trained_classifier, sample_arrays):
+    """``apgd_joint`` is a training attacker; with ``negatives="accepted"`` every attacker returns, per image, a
+    point that is fooled and accepted at the training threshold whenever one of its iterates was."""
+    from monai_aegis.attacks import DetectorGate
+
+    wrapper = _wrapper(trained_classifier)
+    x, y = sample_arrays["train"]
+    x, y = x[:16], y[:16]
+    wrapper.shield.fit_input_stats(wrapper.forward_features(x)[1])
+    target = 1 - y
+    joint = ShieldAdversary(wrapper, attacks="apgd_joint", steps=5)(x, y, target, 8 / 256)
+    assert (joint.x_adv - x).abs().max() <= 8 / 256 + 1e-6
+    gate = DetectorGate(wrapper.shield, 0.0, wrapper.layer_names)
+
+    def fooled_and_accepted(x_adv):
+        with torch.no_grad():
+            logits, feats = wrapper.forward_features(x_adv)
+            return (logits.argmax(1) == target) & gate.accepted(logits, feats)
+
+    torch.manual_seed(0)
+    last = ShieldAdversary(wrapper, attacks="wb", steps=6, negatives="objective")(x, y, target, 8 / 256)
+    torch.manual_seed(0)
+    best = ShieldAdversary(wrapper, attacks="wb", steps=6, negatives="accepted")(x, y, target, 8 / 256)
+    n_best, n_last = int(fooled_and_accepted(best.x_adv).sum()), int(fooled_and_accepted(last.x_adv).sum())
+    assert n_best >= n_last and n_best > 0
+    assert "negatives='accepted'" in repr(ShieldAdversary(wrapper, negatives="accepted"))
+    with pytest.raises(ValueError, match="Unsupported option 'best'"):
+        ShieldAdversary(wrapper, negatives="best")
+
+
+def test_threshold_follows_clean_quantile_and_augment_runs(trained_classifier, sample_arrays):
+    x, y = sample_arrays["train"]
+    x, y = x[:64], y[:64]
+    wrapper = _wrapper(trained_classifier)
+    adversary = ShieldAdversary(wrapper, attacks="spgd", steps=1)
+    seen = []
+
+    def augment(xb):
+        seen.append(xb.shape[0])
+        return (xb * 0.9).clamp(0, 1)
+
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=False)
+    trainer = ShieldTrainer("cpu", 1, loader, wrapper, torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
+                            adversary=adversary, augment=augment, threshold_tnr=0.9)
+    trainer.run()
+    assert seen == [32, 32]
+    thr = trainer.state.output["threshold"]
+    assert isinstance(adversary.threshold, torch.Tensor) and adversary.threshold.shape == (2,)
+    assert adversary.threshold.tolist() == pytest.approx(thr)
+    update = trainer._process_function  # ignite's process function: the AdversarialShieldUpdate
+    assert isinstance(update, AdversarialShieldUpdate)
+    assert update.state_dict()["threshold"].tolist() == pytest.approx(thr)
+    with pytest.raises(ValueError, match="threshold_tnr"):
+        AdversarialShieldUpdate(lambda a, b, c, d: a, 2, threshold_tnr=1.5)
+    with pytest.raises(ValueError, match="'threshold' attribute"):
+        AdversarialShieldUpdate(lambda a, b, c, d: a, 2, threshold_tnr=0.9)
+
+
+def test_tracked_threshold_is_the_clean_quantile():
+    from types import SimpleNamespace
+
+    update = AdversarialShieldUpdate(SimpleNamespace(threshold=0.0), 2, threshold_tnr=0.8, threshold_momentum=0.5)
+    logits = torch.stack([torch.arange(10.0), -torch.arange(10.0)], 1)  # class 0 reads column 0, class 1 column 1
+    y = torch.tensor([0] * 5 + [1] * 5)
+    update._track_threshold(logits, y)
+    expected = [torch.quantile(torch.arange(5.0), 0.2), torch.quantile(-torch.arange(5.0, 10.0), 0.2)]
+    assert update.threshold.tolist() == pytest.approx([float(v) for v in expected])
+    update._track_threshold(logits, y)  # same batch again: the running average stays put
+    assert update.threshold.tolist() == pytest.approx([float(v) for v in expected])
+    update._track_threshold(logits + 2.0, y)
+    assert update.threshold.tolist() == pytest.approx([float(v) + 1.0 for v in expected])
+    assert update.adversary.threshold.tolist() == pytest.approx(update.threshold.tolist())
+    fresh = AdversarialShieldUpdate(SimpleNamespace(threshold=0.0), 2, threshold_tnr=0.8)
+    fresh.load_state_dict(update.state_dict())
+    assert torch.equal(fresh.threshold, update.threshold)
+    assert torch.equal(fresh.adversary.threshold, update.threshold)
