@@ -31,7 +31,21 @@ _SUBMODULES = (
     "utils",
 )
 
-__all__ = ["__version__", *_SUBMODULES]
+#: the names a user meets first, importable from the top level (``from monai_aegis import AegisWrapper``), each
+#: from its one home
+_EXPORTS = {
+    "AegisWrapper": "networks",
+    "Shield": "networks",
+    "CushionLayer": "networks",
+    "Cushion": "transforms",
+    "Cushiond": "transforms",
+    "RandBenignShift": "transforms",
+    "RandBenignShiftd": "transforms",
+    "build_aegis": "bundle",
+    "worst_case_evaluation": "evaluation",
+}
+
+__all__ = ["__version__", *_SUBMODULES, *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +53,10 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -75,10 +75,20 @@ def build_aegis(
         layers = (INPUT_LAYER, *layers)
     cushion_mod = cushion_from_name(cushion) if isinstance(cushion, str) else cushion
     classifier = classifier.to(device).eval()
-    shield = Shield.from_classifier(classifier, layers, tuple(int(s) for s in input_shape), int(num_classes),
+    shape = tuple(int(s) for s in input_shape)
+    param = next(iter(classifier.parameters()), None)
+    try:
+        with torch.no_grad():
+            logits = classifier(torch.zeros((1, *shape), device=device, dtype=None if param is None else param.dtype))
+    except RuntimeError as e:
+        raise ValueError(f"the classifier cannot take images of input_shape {shape} (C, *spatial): {e}") from e
+    if logits.ndim != 2 or logits.shape[1] != int(num_classes):
+        raise ValueError(f"num_classes is {num_classes}, but the classifier outputs logits of shape "
+                         f"{tuple(logits.shape)} (expected (B, {num_classes})).")
+    shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
                                     preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
                                     input_depth=int(input_depth))
-    return AegisWrapper(classifier, shield, cushion=cushion_mod).to(device)
+    return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape).to(device)
 
 
 #: the training summary's reduced worst-case budget (the full one: ``python -m monai_aegis evaluate --worst-case``)

@@ -53,3 +53,13 @@ def test_recalibrate_site_sets_the_local_quantile_and_refuses_bad_input(tmp_path
         recalibrate_site(w, local[:5], tmp_path / "site2.pt")
     with pytest.raises(ValueError, match="calibration_dir"):
         site_datalist("")
+
+
+def test_build_aegis_checks_classes_and_input_shape():
+    clf = small_vgg(1, 2, width=4)
+    with pytest.raises(ValueError, match=r"num_classes is 3, but the classifier outputs logits of shape \(1, 2\)"):
+        build_aegis(clf, (1, 32, 32), 3, shield_width=2, shield_hidden=4)
+    with pytest.raises(ValueError, match=r"cannot take images of input_shape \(3, 32, 32\)"):
+        build_aegis(clf, (3, 32, 32), 2, shield_width=2, shield_hidden=4)
+    w = build_aegis(clf, (1, 32, 32), 2, shield_width=2, shield_hidden=4)
+    assert w.input_shape == (1, 32, 32)

@@ -84,10 +84,12 @@ def test_calibration_hits_tnr_on_held_out_data(per_class):
                 assert out["accept"][sel].float().mean() == pytest.approx(0.9, abs=0.05)
 
 
-def test_calibration_small_class_falls_back_to_global():
+def test_calibration_small_class_falls_back_to_global(caplog):
     w = _aegis(cushion=None)
-    w.calibrate(torch.rand(30, 1, 16, 16), min_per_class=1000)
+    with caplog.at_level("WARNING"):
+        w.calibrate(torch.rand(30, 1, 16, 16), min_per_class=1000)
     assert w.calibration["fallback_classes"] == [0, 1]
+    assert "classes [0, 1] had fewer than 1000 clean predictions among 30 images" in caplog.text
     assert w.threshold[0] == w.threshold[1]
     with pytest.raises(ValueError, match="tnr"):
         w.calibrate(torch.rand(8, 1, 16, 16), tnr=1.5)
@@ -142,3 +144,45 @@ def test_calibrated_thresholds_per_class_and_fallback():
     assert info["accepted_fraction"] == pytest.approx(float((scores >= thr[pred]).float().mean()))
     with pytest.raises(ValueError, match="tnr"):
         calibrated_thresholds(scores, pred, 2, tnr=1.0)
+
+
+def test_screen_checks_the_input_it_was_built_for(tmp_path):
+    """Wrong rank, channels, size or integer dtype: one clear ValueError each; float64 / float16 are converted."""
+    w = _aegis()
+    w.input_shape = (1, 16, 16)
+    w.set_threshold(0.0)
+    cases = {
+        "rank": (torch.rand(1, 1, 4, 16, 16), r"shape \(B, C, H, W\)"),
+        "channels": (torch.rand(2, 3, 16, 16), "1 channel"),
+        "size": (torch.rand(2, 1, 32, 32), r"built and calibrated for \(1, 16, 16\).*resize"),
+        "tiny": (torch.rand(2, 1, 2, 2), r"built and calibrated for"),
+        "integer": (torch.randint(0, 255, (2, 1, 16, 16)), "integer dtype"),
+        "range": (torch.rand(2, 1, 16, 16) * 255, r"\[0, 1\]"),
+    }
+    for name, (x, msg) in cases.items():
+        with pytest.raises(ValueError, match=msg):
+            w.screen(x)
+    x = torch.rand(3, 1, 16, 16)
+    ref = w.screen(x)
+    for dtype in (torch.float64, torch.float16):
+        out = w.screen(x.to(dtype))
+        assert out["logits"].dtype == torch.float32 and out["pred"].shape == (3,)
+    assert torch.allclose(w.screen(x.double())["logits"], ref["logits"], atol=1e-5)
+    w.save(tmp_path / "w.pt")
+    assert AegisWrapper.load(tmp_path / "w.pt", Net().eval()).input_shape == (1, 16, 16)
+    # without a recorded shape the channel count still comes from the classifier's first convolution
+    plain = AegisWrapper(Net().eval())
+    with pytest.raises(ValueError, match="1 channel"):
+        plain.screen(torch.rand(2, 3, 16, 16))
+    assert plain.screen(torch.rand(2, 1, 24, 24))["accept"].all()
+
+
+def test_top_level_exports():
+    import monai_aegis
+    from monai_aegis import AegisWrapper as TopLevel
+    from monai_aegis import Cushion, build_aegis
+
+    assert TopLevel is AegisWrapper and callable(build_aegis) and Cushion.__module__.startswith("monai_aegis.transforms")
+    assert {"AegisWrapper", "Cushion", "build_aegis", "transforms"} <= set(dir(monai_aegis))
+    with pytest.raises(AttributeError, match="no attribute"):
+        monai_aegis.NotAThing  # noqa: B018

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,6 +17,8 @@ from ..hooks import FeatureHooks, resolve_layer_names
 from .shield import Shield
 
 __all__ = ["AegisWrapper", "calibrated_thresholds", "iterate_images"]
+
+logger = logging.getLogger(__name__)
 
 _FORMAT = "monai_aegis.AegisWrapper/1"
 
@@ -102,6 +106,9 @@ class AegisWrapper(nn.Module):
         cushion: an ``nn.Module`` (e.g. ``CushionLayer``), a preset name such as ``"jpeg80"``, or ``None``.
         threshold: reject threshold on the Shield's clean logit, a float or a ``(Y,)`` tensor (per predicted
             class); usually set by :meth:`calibrate`. Samples with ``clean logit >= threshold`` are accepted.
+        input_shape: ``(C, *spatial)`` of the images the Shield was built and calibrated for (``build_aegis``
+            records it; saved with the wrapper). :meth:`screen` refuses other shapes with a message saying so;
+            ``None``: only the channel count (from the classifier's first convolution) is checked.
 
     The classifier is treated as frozen: the wrapper keeps it in eval mode whatever mode the wrapper is put in.
     """
@@ -113,9 +120,11 @@ class AegisWrapper(nn.Module):
         layer_names: Sequence[str] | str | None = None,
         cushion: nn.Module | str | None = None,
         threshold: float | torch.Tensor | None = None,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.classifier = classifier
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.shield = shield
         if isinstance(cushion, str):
             from ..layers import cushion_from_name
@@ -172,6 +181,33 @@ class AegisWrapper(nn.Module):
             raise ValueError("threshold must be finite.")
         self.threshold = t.to(self.threshold.device)
 
+    def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Check a batch against what this wrapper was built for, with one clear message per problem, and return
+        it in the classifier's floating-point dtype (float64 / float16 images are converted, not refused).
+
+        Raises:
+            TypeError / ValueError: not a tensor; integer values (scale to [0, 1] first); a wrong rank, channel
+                count or (when :attr:`input_shape` is known) spatial size; values outside [0, 1] with a Cushion.
+        """
+        if isinstance(x, torch.Tensor) and not x.is_floating_point():
+            raise ValueError(f"{name} has integer dtype {x.dtype}: give float images scaled to [0, 1] "
+                             "(e.g. monai.transforms.ScaleIntensity).")
+        param = next(iter(self.classifier.parameters()), None)
+        if param is not None and isinstance(x, torch.Tensor) and x.dtype != param.dtype:
+            x = x.to(param.dtype)
+        expected = self.input_shape
+        first_conv = next((m for m in self.classifier.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        spatial = (len(expected) - 1,) if expected else (2, 3) if first_conv is None else (len(first_conv.kernel_size),)
+        channels = expected[0] if expected else None if first_conv is None else int(first_conv.in_channels)
+        check_image_batch(x, name, spatial_dims=spatial, value_range=(0.0, 1.0) if self.cushion is not None else None,
+                          channels=channels)
+        if expected and tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"{name} has image shape {tuple(x.shape[1:])}, but this Aegis was built and calibrated for {expected}: "
+                "resize the images first, as the bundle's preprocessing does "
+                f"(monai_aegis.data.classification_transforms({expected[-1]}, {expected[0]})).")
+        return x
+
     def screen(self, x: torch.Tensor, check_input: bool = True) -> dict[str, torch.Tensor]:
         """Classify and screen a batch.
 
@@ -185,7 +221,7 @@ class AegisWrapper(nn.Module):
             RuntimeError: when a Shield is present but no threshold was set (call :meth:`calibrate`).
         """
         if check_input:
-            check_image_batch(x, "x", value_range=(0.0, 1.0) if self.cushion is not None else None)
+            x = self.check_input(x)
         logits, feats = self.forward_features(x)
         pred = logits.argmax(1)
         out = {"logits": logits, "probs": logits.softmax(1), "pred": pred}
@@ -254,6 +290,10 @@ class AegisWrapper(nn.Module):
         thr, info = calibrated_thresholds(scores, pred, self.shield.num_classes, tnr, per_class, min_per_class)
         self.set_threshold(thr)
         self.calibration = info
+        if info["fallback_classes"]:
+            logger.warning("calibration: classes %s had fewer than %d clean predictions among %d images and use the "
+                           "global threshold; calibrate on more images for per-class thresholds.",
+                           info["fallback_classes"], min_per_class, info["n"])
         return self.threshold.clone()
 
     # ------------------------------------------------------------------ persistence
@@ -283,6 +323,7 @@ class AegisWrapper(nn.Module):
                 "cushion": self._cushion_spec(),
                 "threshold": self.threshold.detach().cpu(),
                 "calibration": dict(self.calibration),
+                "input_shape": None if self.input_shape is None else list(self.input_shape),
             },
             path,
         )
@@ -312,7 +353,7 @@ class AegisWrapper(nn.Module):
             from ..layers import cushion_from_config
 
             cushion = cushion_from_config(ckpt["cushion"])
-        wrapper = cls(classifier, shield, ckpt["layer_names"] or None, cushion)
+        wrapper = cls(classifier, shield, ckpt["layer_names"] or None, cushion, input_shape=ckpt.get("input_shape"))
         if ckpt["threshold"].numel():
             wrapper.set_threshold(ckpt["threshold"])
         wrapper.calibration = dict(ckpt.get("calibration", {}))
