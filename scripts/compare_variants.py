@@ -44,6 +44,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                           "threshold_tnr": 0.9}},
     "input_joint": {"classifier": "clean", "shield": {"inputs": "input", "adversaries": ["pgd", "apgd_joint"],
                                                        "negatives": "accepted", "threshold_tnr": 0.9}},
+    "input_joint_shift": {"classifier": "clean", "shield": {"inputs": "input", "adversaries": ["pgd", "apgd_joint"],
+                                                             "negatives": "accepted", "threshold_tnr": 0.9,
+                                                             "benign_shift": True}},
     "paper": {"classifier": "clean", "shield": {"inputs": "features", "adversaries": ["shield_pgd"]}},
     "at": {"classifier": "at", "shield": None},
     "at_features": {"classifier": "at", "shield": {"inputs": "features"}},
@@ -139,7 +142,7 @@ def get_variant(out: Path, name: str, splits: dict, args: argparse.Namespace) ->
 
 def worst_case_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"eps": [e / 256 for e in args.eps], "steps": args.steps, "pgd_steps": args.pgd_steps,
-            "lams": [0.3, 1.0], "proxies": ["identity", "smooth"],
+            "lams": [0.3, 1.0], "proxies": args.proxies.split(","),
             "blackbox_eps": [e / 256 for e in args.eps if e >= 8], "blackbox_queries": args.queries,
             "convergence_samples": 0, "seed": args.seed}
 
@@ -201,6 +204,31 @@ def table(records: list[dict], eval_splits: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def clean_record(out: Path, name: str, splits: dict, eval_splits: list[str], args: argparse.Namespace) -> dict:
+    """Clean accuracy and acceptance of a variant on every split (no attacks)."""
+    wrapper, info = get_variant(out, name, splits, args)
+    record = {"variant": name, "recipe": VARIANTS[name], **info, "clean": {}}
+    for s in ["val", *eval_splits]:
+        x, y = splits[s]
+        with torch.no_grad():
+            res = [wrapper.screen(xb) for xb in x.split(128)]
+        pred = torch.cat([r["pred"] for r in res])
+        accept = torch.cat([r["accept"] for r in res])
+        record["clean"][s] = {"accuracy": float((pred == y).float().mean()), "accepted": float(accept.float().mean())}
+    atomic_write_json(out / f"clean_{name}.json", json_safe(record))
+    log(f"{name} clean: {record['clean']}")
+    return record
+
+
+def clean_table(records: list[dict], split_names: list[str]) -> str:
+    lines = ["\n**clean images only** (accuracy / accepted)\n",
+             "| variant | " + " | ".join(split_names) + " |", "|---" * (1 + len(split_names)) + "|"]
+    for rec in records:
+        lines.append(f"| {rec['variant']} | " + " | ".join(
+            f"{rec['clean'][s]['accuracy']:.3f} / {rec['clean'][s]['accepted']:.3f}" for s in split_names) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def mask_check(out: Path, name: str, splits: dict, split: str, args: argparse.Namespace) -> None:
     """Gradient-masking checks on one variant: unbounded budgets, more steps, more queries, no Cushion."""
     from monai_aegis.evaluation import worst_case_evaluation
@@ -208,8 +236,8 @@ def mask_check(out: Path, name: str, splits: dict, split: str, args: argparse.Na
 
     wrapper, _ = get_variant(out, name, splits, args)
     x, y = pick(splits[split], 32)
-    settings = {"eps": [16 / 256, 64 / 256, 1.0], "steps": 2 * args.steps, "pgd_steps": 2 * args.pgd_steps,
-                "lams": [0.3, 1.0], "proxies": ["identity", "smooth"], "blackbox_eps": [16 / 256],
+    settings = {"eps": [16 / 256, 1.0], "steps": 2 * args.steps, "pgd_steps": 2 * args.pgd_steps,
+                "lams": [0.3, 1.0], "proxies": args.proxies.split(","), "blackbox_eps": [16 / 256],
                 "blackbox_queries": 6 * args.queries,
                 "convergence_samples": 0, "undefended": False, "seed": args.seed}
     result = {"variant": name, "split": split, "n": len(y)}
@@ -246,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--pgd-steps", type=int, default=25)
     p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--proxies", default="identity,smooth", help="BPDA proxies of the comparison's worst case")
+    p.add_argument("--clean-only", default="", help="variants measured on clean images only (no attacks)")
     p.add_argument("--mask-check", default="", help="run the masking checks on this variant instead")
     args = p.parse_args(argv)
     args.eps = [float(e) for e in args.eps.split(",")]
@@ -262,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     records = [evaluate(out, name, splits, eval_splits, args) for name in args.variants.split(",")]
     text = table(records, eval_splits)
+    if args.clean_only:
+        text += clean_table([clean_record(out, n, splits, eval_splits, args) for n in args.clean_only.split(",")],
+                            ["val", *eval_splits])
     (out / "variants.md").write_text(text)
     print(text)
     return 0

@@ -91,8 +91,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # .ci/run reads this to make sure a green run actually ran tests.
+    # .ci/run names a file in AEGIS_TEST_COUNT_FILE and reads it to make sure a green run actually ran tests; a
+    # plain test run writes nothing into the checkout.
+    target = os.environ.get("AEGIS_TEST_COUNT_FILE")
+    if not target:
+        return
     try:
-        (REPO_ROOT / ".ci-test-count").write_text(str(_passed))
+        Path(target).write_text(str(_passed))
     except OSError:
         pass
