@@ -119,6 +119,12 @@ class TolerantTransformd(MapTransform):
     item still batches with the others and is reported instead of stopping the run. ``file_key`` is kept (copied
     from the first key's input path when absent).
 
+    With ``min_std``, a preprocessed image whose intensities barely vary (standard deviation below ``min_std``) is
+    marked for rejection: ``reject_key`` holds the reason (``""`` otherwise). Constant images, images of a few
+    pixels blown up to the model's size, and pure noise far larger than the model's size (averaged to flat grey by
+    the resizing) all look like this; a real radiograph at 64 px has a standard deviation of about 0.2. The
+    classifier still runs on them, but :class:`ScreeningWriter` reports them as ``REJECT`` with the reason.
+
     Args:
         keys: the image key(s) produced by ``transform``.
         transform: the preprocessing, e.g. :func:`monai_aegis.data.classification_transforms`.
@@ -126,6 +132,8 @@ class TolerantTransformd(MapTransform):
         error_key: key of the error message.
         file_key: key of the source path.
         allow_missing_keys: do not raise when a key is missing.
+        min_std: reject images with less intensity variation than this (``None``: no check).
+        reject_key: key of the rejection reason.
 
     Example::
 
@@ -141,10 +149,16 @@ class TolerantTransformd(MapTransform):
         error_key: str = "error",
         file_key: str = "file",
         allow_missing_keys: bool = False,
+        min_std: float | None = None,
+        reject_key: str = "reject",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not callable(transform):
             raise ValueError(f"transform must be callable, got {type(transform).__name__}.")
+        if min_std is not None and not float(min_std) >= 0:
+            raise ValueError(f"min_std must be >= 0, got {min_std}.")
+        self.min_std = None if min_std is None else float(min_std)
+        self.reject_key = reject_key
         self.transform = transform
         self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
         self.error_key = error_key
@@ -157,12 +171,19 @@ class TolerantTransformd(MapTransform):
             d[self.file_key] = str(d[first]) if isinstance(d.get(first), (str, os.PathLike)) else ""
         try:
             out = dict(self.transform(d))
+            reasons = []
             for key in self.key_iterator(out):
                 img = torch.as_tensor(out[key])
                 if self.image_shape is not None and tuple(img.shape) != self.image_shape:
                     raise ValueError(f"preprocessed image has shape {tuple(img.shape)}, expected {self.image_shape}.")
                 if img.is_floating_point() and not bool(torch.isfinite(img).all()):
                     raise ValueError("preprocessed image contains NaN or Inf values.")
+                if self.min_std is not None:
+                    std = float(img.float().std()) if img.numel() > 1 else 0.0
+                    if std < self.min_std:
+                        reasons.append(f"no image content: intensity standard deviation {std:.4f} < {self.min_std:g} "
+                                       "after preprocessing (constant, a few pixels, or noise averaged to grey)")
+            out[self.reject_key] = "; ".join(reasons)
             out[self.error_key] = ""
             out[self.file_key] = d[self.file_key]
             return out
@@ -175,6 +196,7 @@ class TolerantTransformd(MapTransform):
             for key in self.key_iterator(d):
                 d[key] = torch.zeros(self.image_shape, dtype=torch.float32)
             d[self.error_key] = msg
+            d[self.reject_key] = ""
             return d
 
 
@@ -203,7 +225,7 @@ class ScreeningInferer(Inferer):
 class ScreeningWriter:
     """Handler collecting one row per screened file and writing ``<output_dir>/<name>.csv`` and ``.json``.
 
-    Rows have the columns :data:`SCREENING_COLUMNS`: ``file``, ``status`` (``ok``/``error``), ``prediction``
+    Rows have the columns :data:`SCREENING_COLUMNS`: ``file``, ``status`` (``ok``/``invalid``/``error``), ``prediction``
     (class index), ``class_name``, ``probability`` (softmax probability of the prediction), ``shield_score``
     (the Shield's clean logit of the predicted class; accepted when ``>= threshold``), ``threshold``,
     ``decision`` (``ACCEPT``/``REJECT``/``ERROR``) and ``error``. Both files are written atomically when the
@@ -219,6 +241,9 @@ class ScreeningWriter:
         file_key: batch key of the source paths.
         error_key: batch key of the per-file error messages (empty string: no error).
         output_key: key of the screening dict in ``engine.state.output``.
+        reject_key: batch key of the input-check rejection reasons of :class:`TolerantTransformd` (``min_std``): a
+            non-empty reason makes the row ``status="invalid"``, ``decision="REJECT"``, with the reason in ``error``
+            (the prediction is still reported). Invalid inputs are rejections, not failures.
     """
 
     def __init__(
@@ -229,8 +254,10 @@ class ScreeningWriter:
         file_key: str = "file",
         error_key: str = "error",
         output_key: str = "pred",
+        reject_key: str = "reject",
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.reject_key = reject_key
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.name = name
         self.file_key = file_key
@@ -249,7 +276,7 @@ class ScreeningWriter:
     @property
     def failed(self) -> list[dict[str, Any]]:
         """The rows of files that could not be screened."""
-        return [r for r in self.rows if r["status"] != "ok"]
+        return [r for r in self.rows if r["status"] == "error"]
 
     def attach(self, engine: Engine) -> None:
         if not engine.has_event_handler(self._reset, Events.STARTED):
@@ -268,14 +295,17 @@ class ScreeningWriter:
         if not isinstance(res, Mapping):
             raise TypeError("ScreeningWriter expects the screening dict of ScreeningInferer in "
                             f"engine.state.output[{self.output_key!r}] (use SupervisedEvaluator(decollate=False)).")
-        self.rows.extend(self.make_rows(batch[self.file_key], batch.get(self.error_key), res))
+        self.rows.extend(self.make_rows(batch[self.file_key], batch.get(self.error_key), res,
+                                        batch.get(self.reject_key)))
 
     def make_rows(
-        self, files: Sequence[str], errors: Sequence[str] | None, res: Mapping[str, torch.Tensor]
+        self, files: Sequence[str], errors: Sequence[str] | None, res: Mapping[str, torch.Tensor],
+        rejects: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """One row per item of a screened batch."""
         n = len(files)
         errors = list(errors) if errors is not None else [""] * n
+        rejects = list(rejects) if rejects is not None else [""] * n
         pred = res["pred"].detach().cpu().reshape(-1).tolist()
         prob = res["probs"].detach().float().cpu().max(1).values.tolist() if "probs" in res else [float("nan")] * n
         shield = res.get("shield_logit")
@@ -302,17 +332,21 @@ class ScreeningWriter:
                     decision="ACCEPT" if accept[i] else "REJECT",
                     error="",
                 )
+                if rejects[i]:
+                    row.update(status="invalid", decision="REJECT", error=str(rejects[i]))
             rows.append(row)
         return rows
 
     def summary(self) -> dict[str, Any]:
-        """Counts of the rows: ``total``, ``ok``, ``accepted``, ``rejected``, ``failed``."""
+        """Counts of the rows: ``total``, ``ok``, ``accepted``, ``rejected`` (``invalid`` of them by the input check),
+        ``failed``."""
         dec = [r["decision"] for r in self.rows]
         return {
             "total": len(dec),
             "ok": sum(d != "ERROR" for d in dec),
             "accepted": dec.count("ACCEPT"),
             "rejected": dec.count("REJECT"),
+            "invalid": sum(r["status"] == "invalid" for r in self.rows),
             "failed": dec.count("ERROR"),
             "csv": str(self.csv_path),
             "json": str(self.json_path),

@@ -93,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     wf.run()
     writer = wf.parser.get_parsed_content("writer")
     s = writer.summary()
-    print(f"screened {s['total']} file(s): {s['accepted']} accepted, {s['rejected']} rejected, {s['failed']} failed")
+    invalid = f" ({s['invalid']} of them no usable image content)" if s.get("invalid") else ""
+    print(f"screened {s['total']} file(s): {s['accepted']} accepted, {s['rejected']} rejected{invalid}, "
+          f"{s['failed']} failed")
+    for row in [r for r in writer.rows if r["status"] == "invalid"][:10]:
+        print(f"  REJECT {row['file']}: {row['error']}")
     for row in writer.failed[:10]:
         print(f"  ERROR {row['file']}: {row['error']}")
     if s["failed"] > 10:

@@ -195,3 +195,34 @@ def test_writer_and_exit(tmp_path):
     assert _read_csv(tmp_path / "predictions.csv")[2]["decision"] == "ERROR"
     with pytest.raises(SystemExit):
         exit_on_failures(w)
+
+
+def test_degenerate_inputs_are_rejected_with_a_reason(aegis_root, tmp_path, write_png):
+    """A constant image, a 1x1 image and large pure noise (averaged to flat grey at 64 px) are REJECTed with the
+    reason, not accepted; a real radiograph of the embedded sample is screened normally. Not failures: exit 0."""
+    from monai_aegis.data import load_sample_datalist
+
+    data = tmp_path / "inputs"
+    write_png(data / "grey.png", np.full((300, 300), 128, dtype=np.uint8))
+    write_png(data / "dot.png", np.full((1, 1), 200, dtype=np.uint8))
+    write_png(data / "noise.png", np.random.default_rng(0).integers(0, 256, size=(3000, 3000), dtype=np.uint8))
+    real = load_sample_datalist("test")[0]["image"]
+    (data / "xray.png").write_bytes(Path(real).read_bytes())
+    out = tmp_path / "out"
+    wf = _workflow("aegis_cxr", aegis_root, dataset_dir=str(data), output_dir=str(out))
+    wf.initialize()
+    wf.run()
+    wf.finalize()  # rejections are not failures: no SystemExit
+    rows = {Path(r["file"]).name: r for r in _read_csv(out / "predictions.csv")}
+    for name in ("grey.png", "dot.png", "noise.png"):
+        assert rows[name]["status"] == "invalid" and rows[name]["decision"] == "REJECT", rows[name]
+        assert "no image content" in rows[name]["error"] and rows[name]["class_name"] in ("NORMAL", "PNEUMONIA")
+    assert rows["xray.png"]["status"] == "ok" and rows["xray.png"]["error"] == ""
+    summary = json.loads((out / "predictions.json").read_text())["summary"]
+    assert summary["invalid"] == 3 and summary["failed"] == 0 and summary["rejected"] >= 3
+    # the check can be switched off
+    wf = _workflow("aegis_cxr", aegis_root, dataset_dir=str(data), output_dir=str(tmp_path / "off"),
+                   reject_min_std=None)
+    wf.initialize()
+    wf.run()
+    assert all(r["status"] == "ok" for r in _read_csv(tmp_path / "off" / "predictions.csv"))
