@@ -71,7 +71,12 @@ def load_network(network: nn.Module | None, checkpoint: str | os.PathLike, map_l
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint '{path}' not found.")
     if is_torchscript(path):
-        return torch.jit.load(str(path), map_location=map_location).eval()
+        try:
+            return torch.jit.load(str(path), map_location=map_location).eval()
+        except RuntimeError as e:
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise ValueError(f"'{path}' looks like a TorchScript archive but cannot be loaded as one "
+                             f"(corrupt, truncated or from an incompatible PyTorch): {first}") from e
     if network is None:
         raise ValueError(f"'{path}' is a state dict: give the architecture (network_def) to load it into.")
     state = _state_dict(path, map_location)

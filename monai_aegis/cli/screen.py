@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,45 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return over
 
 
+def _clear_cause(exc: BaseException) -> BaseException | None:
+    """The outermost of our own clear errors (ValueError, FileNotFoundError) in an exception's cause chain."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (ValueError, FileNotFoundError)):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse a device torch does not know, or one this machine does not have, before anything runs."""
+    if not device:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--device {device!r} is not a device torch knows (e.g. cpu, cuda, cuda:0): "
+                         f"{str(e).splitlines()[0]}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu).")
+
+
+def _check_output_dir(out: Path) -> None:
+    """Make sure the results can be written *before* screening: an existing file, or a folder that cannot be
+    created or written, is refused with one line."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output '{out}' is an existing file; give a folder for predictions.csv / .json.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--output '{out}' cannot be written ({e.strerror or e}); choose a writable folder.") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from monai.bundle import ConfigWorkflow
 
@@ -73,18 +113,22 @@ def run(args: argparse.Namespace) -> int:
     for p in args.inputs:
         if not Path(p).exists():
             raise FileNotFoundError(f"file or folder to screen not found: '{p}'.")
+    _check_device(args.device)
+    if args.output:
+        _check_output_dir(Path(args.output))
     meta = bundle / "metadata.json"
-    wf = ConfigWorkflow(config_file=str(config_file), meta_file=str(meta) if meta.is_file() else None,
-                        workflow_type="inference", **build_overrides(args))
-    wf.initialize()
     try:
+        wf = ConfigWorkflow(config_file=str(config_file), meta_file=str(meta) if meta.is_file() else None,
+                            workflow_type="inference", **build_overrides(args))
+    except KeyError as e:  # an override of an entry the config does not have
+        raise ValueError(f"--set: the bundle config '{config_file}' has no such entry ({e.args[0]}).") from None
+    try:
+        wf.initialize()
         evaluator = wf.evaluator
-    except RuntimeError as e:  # config instantiation wraps our clear errors; surface them as one line
-        cause = e
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, (ValueError, FileNotFoundError)):
-            raise cause from None
+    except Exception as e:  # config instantiation wraps our clear errors; surface them as one line
+        clear = _clear_cause(e)
+        if clear is not None:
+            raise clear from None
         raise
     if not args.no_progress:
         from ignite.handlers import ProgressBar

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -91,7 +92,24 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Mappi
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: '{p}'.")
+    if p.stat().st_size == 0:
+        raise ValueError(f"checkpoint '{p}' is empty (0 bytes): an interrupted copy or save?")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, unsafe globals
-        raise ValueError(f"could not load checkpoint '{p}' with weights_only=True: {e}") from e
+    except pickle.UnpicklingError as e:  # objects outside the weights-only allow-list
+        raise ValueError(
+            f"checkpoint '{p}' is refused: it holds Python objects that would execute code when loaded "
+            f"(only plain tensor / state-dict checkpoints are read, with weights_only=True). Detail: "
+            f"{_first_line(e)}") from e
+    except Exception as e:  # truncated or corrupt files, not a torch file at all
+        raise ValueError(f"checkpoint '{p}' cannot be read (truncated, corrupt or not a PyTorch checkpoint): "
+                         f"{_first_line(e)}") from e
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first meaningful line of an exception's message, without torch's advice to load unsafely."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and "weights_only=False" not in line and not line.startswith("(1)") and "Please file an issue" not in line:
+            return f"{type(exc).__name__}: {line}"
+    return type(exc).__name__

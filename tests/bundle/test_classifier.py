@@ -107,3 +107,15 @@ def test_vgg16_preset_from_config_entry():
 def test_unknown_layer_name_is_reported():
     with pytest.raises(ValueError, match="unknown layer name 'blok1'"):
         build_aegis(_net(), (1, 32, 32), 2, layer_names=["blok1"])
+
+
+def test_fake_torchscript_is_a_clear_error(tmp_path):
+    import zipfile
+
+    from monai_aegis.bundle import load_network
+
+    fake = tmp_path / "fake.pt"
+    with zipfile.ZipFile(fake, "w") as z:
+        z.writestr("archive/constants.pkl", b"garbage")
+    with pytest.raises(ValueError, match="looks like a TorchScript archive but cannot be loaded"):
+        load_network(None, fake)

@@ -79,3 +79,50 @@ def test_screen_bad_input(aegis_ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([*common, "--bundle", str(CXR), str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+class _Evil:  # pickling it would run os.system on load with weights_only=False
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("output_is_file", "is an existing file"),
+    ("output_unwritable", "cannot be written"),
+    ("zero_byte_ckpt", "is empty (0 bytes)"),
+    ("truncated_ckpt", "cannot be read (truncated, corrupt or not a PyTorch checkpoint)"),
+    ("code_ckpt", "would execute code"),
+    ("wrong_architecture", "does not match the weights saved"),
+    ("unknown_device", "is not a device torch knows"),
+    ("unknown_set_key", "has no such entry"),
+])
+def test_screen_bad_arguments_are_one_line_with_exit_2(case, message, aegis_ckpt, tmp_path, write_png, capsys):
+    png = write_png(tmp_path / "a.png")
+    out, ckpt, extra = tmp_path / "out", aegis_ckpt, []
+    if case == "output_is_file":
+        out = png
+    elif case == "output_unwritable":
+        out = png / "sub"  # below a file: cannot be created, whoever runs the test
+    elif case == "zero_byte_ckpt":
+        ckpt = tmp_path / "zero.pt"
+        ckpt.write_bytes(b"")
+    elif case == "truncated_ckpt":
+        ckpt = tmp_path / "half.pt"
+        ckpt.write_bytes(aegis_ckpt.read_bytes()[: aegis_ckpt.stat().st_size // 2])
+    elif case == "code_ckpt":
+        ckpt = tmp_path / "evil.pt"
+        torch.save({"format": "x", "payload": _Evil()}, ckpt)
+    elif case == "wrong_architecture":
+        extra = ["--set", "network_def#width=16"]
+    elif case == "unknown_device":
+        extra = ["--device", "tpu9"]
+    elif case == "unknown_set_key":
+        extra = ["--set", "nope#x=1"]
+    rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(ckpt), "--output", str(out), *TINY, *extra, str(png)])
+    captured = capsys.readouterr()
+    assert rc == 2, captured
+    assert message in captured.err and "Traceback" not in captured.err
+    assert "weights_only=False" not in captured.err and "pwned" not in captured.out
+    assert not (tmp_path / "out" / "predictions.csv").exists()  # refused before screening

@@ -340,10 +340,22 @@ class AegisWrapper(nn.Module):
         ckpt = safe_torch_load(path, map_location=map_location)
         if not isinstance(ckpt, Mapping) or ckpt.get("format") != _FORMAT:
             raise ValueError(f"'{path}' is not an AegisWrapper checkpoint (format {_FORMAT}).")
-        try:
-            classifier.load_state_dict(ckpt["classifier_state"])
-        except RuntimeError as e:
-            raise ValueError(f"classifier does not match the weights saved in '{path}': {e}") from e
+        saved, own = ckpt["classifier_state"], classifier.state_dict()
+        missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+        shapes = [k for k in own if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+        if missing or unexpected or shapes:
+            parts = []
+            if shapes:
+                k = shapes[0]
+                parts.append(f"{len(shapes)} weight(s) of another shape, e.g. '{k}': saved {tuple(saved[k].shape)}, "
+                             f"this classifier {tuple(own[k].shape)}")
+            if missing:
+                parts.append(f"{len(missing)} missing, e.g. '{missing[0]}'")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected, e.g. '{unexpected[0]}'")
+            raise ValueError(f"the classifier does not match the weights saved in '{path}' ({'; '.join(parts)}): "
+                             "build the architecture it was trained with (the bundle's network_def).")
+        classifier.load_state_dict(saved)
         shield = None
         if ckpt["shield_config"] is not None:
             shield = Shield.from_config(ckpt["shield_config"])
