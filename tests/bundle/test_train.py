@@ -23,7 +23,7 @@ def test_train_writes_wrapper_and_summary(tiny_cxr_bundle):
     assert set(summary["attacks"]) == {"PGD", "WB"}
     assert [r["eps"] for r in summary["worst_case"]["curve"]] == [8 / 256]
     assert 0.0 <= summary["clean_accuracy"] <= 1.0 and len(summary["threshold"]) == 2
-    assert summary["layer_names"] == ["block1", "block2", "block3", "block4"]
+    assert summary["layer_names"] == ["<input>"]  # the default Shield reads the image through its own CNN
     assert summary["cushion"]["method"] == "jpeg" and summary["cushion"]["quality"] == 80
     wrapper = load_aegis(small_vgg(1, 2, width=8, convs_per_block=1), aegis)
     assert torch.allclose(wrapper.threshold, torch.tensor(summary["threshold"]))
