@@ -264,6 +264,17 @@ def site_check(out: Path, names: list[str], splits: dict, args: argparse.Namespa
         records[name] = {"accepted_before": before, "accepted_after": after, "n_calibration": rep["n"],
                          "threshold_before": rep["threshold_before"], "threshold_after": rep["threshold_after"]}
         lines.append(f"| {name} | {before:.3f} | {after:.3f} | {rep['n']} + {len(half_b)} |")
+        if args.site_eval:  # the worst case at the site thresholds, on images of the other half
+            from monai_aegis.evaluation import worst_case_evaluation
+
+            y = splits["test"][1]
+            xb, yb = pick((half_b, y[perm[len(x) // 2:]]), args.n_eval)
+            rec = worst_case_evaluation(wrapper, xb, yb, half_a, worst_case_settings(args))
+            records[name]["worst_case"] = rec
+            lines.append(f"|   worst case at the site thresholds ({len(yb)} images of the other half) | "
+                         + ", ".join(f"{r['eps'] * 256:g}/256 {r['robust_accuracy']:.3f}" for r in rec["curve"])
+                         + f" | accepted {rec['clean']['accepted']:.3f} | |")
+            log(f"{name} at site thresholds: " + lines[-1])
     atomic_write_json(out / "site_check.json", json_safe(records))
     return "\n".join(lines) + "\n"
 
@@ -317,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clean-only", default="", help="variants measured on clean images only (no attacks)")
     p.add_argument("--mask-check", default="", help="run the masking checks on this variant instead")
     p.add_argument("--site-check", default="", help="variants to recalibrate on half of the official test split")
+    p.add_argument("--site-eval", action="store_true", help="with --site-check: worst case at the site thresholds")
     args = p.parse_args(argv)
     args.eps = [float(e) for e in args.eps.split(",")]
     args.at_eps = args.at_eps / 256
