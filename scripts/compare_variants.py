@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from monai_aegis.networks import per_sample_threshold  # noqa: E402
 from monai_aegis.utils import atomic_torch_save, atomic_write_json, json_safe, safe_torch_load  # noqa: E402
 
 #: variant name -> recipe. ``classifier``: "clean" or "at" (TRADES fine-tuned); ``shield``: None (the classifier
@@ -174,8 +175,7 @@ def evaluate(out: Path, name: str, splits: dict, eval_splits: list[str], args: a
         rec = worst_case_evaluation(wrapper, x, y, splits["val"][0], worst_case_settings(args))
         if wrapper.shield is not None:  # clean acceptance on the whole split, not only the evaluated subset
             scores, pred = wrapper.shield_scores(splits[s][0], batch_size=128)
-            thr = wrapper.threshold
-            thr = thr.expand(len(pred)) if thr.numel() == 1 else thr[pred]
+            thr = per_sample_threshold(wrapper.threshold, pred)
             rec["clean"]["accepted_full_split"] = float((scores >= thr).float().mean())
         record["splits"][s] = rec
         log(f"{name} on {s}: " + ", ".join(f"{r['eps'] * 256:g}/256 {r['robust_accuracy']:.3f}" for r in rec["curve"])
@@ -254,8 +254,7 @@ def site_check(out: Path, names: list[str], splits: dict, args: argparse.Namespa
         scores, pred = wrapper.shield_scores(half_b, batch_size=128)
 
         def accepted(thr: torch.Tensor) -> float:
-            t = thr.expand(len(pred)) if thr.numel() == 1 else thr[pred]
-            return float((scores >= t).float().mean())
+            return float((scores >= per_sample_threshold(thr, pred)).float().mean())
 
         before = accepted(wrapper.threshold)
         with tempfile.TemporaryDirectory() as tmp:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import error_line
+
 __all__ = ["accuracy", "is_torchscript", "load_network", "prepare_classifier", "train_classifier"]
 
 logger = logging.getLogger(__name__)
@@ -74,9 +76,8 @@ def load_network(network: nn.Module | None, checkpoint: str | os.PathLike, map_l
         try:
             return torch.jit.load(str(path), map_location=map_location).eval()
         except RuntimeError as e:
-            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             raise ValueError(f"'{path}' looks like a TorchScript archive but cannot be loaded as one "
-                             f"(corrupt, truncated or from an incompatible PyTorch): {first}") from e
+                             f"(corrupt, truncated or from an incompatible PyTorch): {error_line(e)}") from e
     if network is None:
         raise ValueError(f"'{path}' is a state dict: give the architecture (network_def) to load it into.")
     state = _state_dict(path, map_location)

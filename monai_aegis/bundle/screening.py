@@ -34,7 +34,7 @@ from monai.transforms import MapTransform
 from monai.utils import min_version, optional_import
 
 from ..data.datalist import IMAGE_EXTENSIONS, expand_image_paths
-from ..utils import json_safe
+from ..utils import error_line, json_safe
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -107,8 +107,7 @@ def _error_message(exc: BaseException) -> str:
     root = exc
     while root.__cause__ is not None:
         root = root.__cause__
-    lines = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
-    return f"{type(root).__name__}: {lines[0]}" if lines else type(root).__name__
+    return error_line(root)
 
 
 class TolerantTransformd(MapTransform):

@@ -331,11 +331,10 @@ def recalibrate_site(
         logger.warning("site recalibration on %d images: the threshold is noisy; %d+ are recommended.", n,
                        SITE_MIN_IMAGES)
 
-    def accepted(thr: torch.Tensor) -> float:
-        t = thr.expand(n) if thr.numel() == 1 else thr[pred]
-        return float((scores >= t).float().mean())
+    from ..networks import calibrated_thresholds, per_sample_threshold
 
-    from ..networks import calibrated_thresholds
+    def accepted(thr: torch.Tensor) -> float:
+        return float((scores >= per_sample_threshold(thr, pred)).float().mean())
 
     before = wrapper.threshold.detach().cpu().clone()
     after, info = calibrated_thresholds(scores, pred, wrapper.shield.num_classes, tnr, per_class=before.numel() > 1)

@@ -79,11 +79,13 @@ def _check_device(device: str | None) -> None:
         return
     import torch
 
+    from ..utils import error_line
+
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"--device {device!r} is not a device torch knows (e.g. cpu, cuda, cuda:0): "
-                         f"{str(e).splitlines()[0]}") from None
+                         f"{error_line(e)}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device!r}: CUDA is not available on this machine (use --device cpu).")
 

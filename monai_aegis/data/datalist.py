@@ -33,6 +33,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from ..utils import error_line
+
 __all__ = [
     "FUNDUS_FORMATS",
     "IMAGE_EXTENSIONS",
@@ -693,8 +695,7 @@ def check_datalist(
             except Exception as e:  # any reader failure: truncated/corrupt/unsupported
                 count += 1
                 if len(bad) < max_reported:
-                    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    bad.append(f"'{p}' ({type(e).__name__}: {reason})")
+                    bad.append(f"'{p}' ({error_line(e)})")
         if bad:
             more = f" (+{count - len(bad)} more)" if count > len(bad) else ""
             raise ValueError(f"{count} image file(s) cannot be loaded: " + "; ".join(bad) + more + ".")

@@ -45,7 +45,7 @@ from torch import nn
 from ..attacks import make_aegis_attack, make_attack
 from ..detectors import DNNDetector, KernelDensityDetector, LIDDetector, MahalanobisDetector
 from ..metrics import threshold_at_tnr, tpr_key
-from ..networks import AegisWrapper, FeatureHooks, Shield, cushion_from_name
+from ..networks import AegisWrapper, FeatureHooks, Shield, cushion_from_name, per_sample_threshold
 from ..networks.nets.classifiers import architecture_name
 from ..utils import json_safe
 from .config import SettingsMixin, attack_key, attack_spec, check_unique_labels
@@ -319,8 +319,7 @@ class _System:
                 if shield_logits is None:
                     continue
                 s = Shield.select(shield_logits, pred)
-                thr = self.wrapper.threshold.cpu()
-                thr = thr.expand(s.shape[0]) if thr.numel() == 1 else thr[pred]
+                thr = per_sample_threshold(self.wrapper.threshold.cpu(), pred)
                 scores[d], accept[d] = -s, s >= thr
             elif d in self.baselines:
                 s = self.baselines[d].score(feats, pred).float().cpu()

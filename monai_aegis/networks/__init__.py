@@ -10,7 +10,7 @@ from .layers import (
     reduce_bit_depth,
     tv_minimize,
 )
-from .nets import AegisWrapper, Shield, calibrated_thresholds, feature_shapes, iterate_images
+from .nets import AegisWrapper, Shield, calibrated_thresholds, feature_shapes, iterate_images, per_sample_threshold
 
 __all__ = [
     "CUSHION_METHODS",
@@ -23,6 +23,7 @@ __all__ = [
     "Shield",
     "bpda",
     "calibrated_thresholds",
+    "per_sample_threshold",
     "cushion_from_config",
     "cushion_from_name",
     "default_layer_names",

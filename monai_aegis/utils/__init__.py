@@ -1,4 +1,12 @@
-from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, json_safe, safe_torch_load
+from .io import (
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    error_line,
+    json_safe,
+    safe_torch_load,
+)
 from .validation import check_image_batch, check_labels, check_positive, check_value_range
 
 __all__ = [
@@ -10,6 +18,7 @@ __all__ = [
     "check_labels",
     "check_positive",
     "check_value_range",
+    "error_line",
     "json_safe",
     "safe_torch_load",
 ]

@@ -100,16 +100,22 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Mappi
         raise ValueError(
             f"checkpoint '{p}' is refused: it holds Python objects that would execute code when loaded "
             f"(only plain tensor / state-dict checkpoints are read, with weights_only=True). Detail: "
-            f"{_first_line(e)}") from e
+            f"{error_line(e, _TORCH_LOAD_ADVICE)}") from e
     except Exception as e:  # truncated or corrupt files, not a torch file at all
         raise ValueError(f"checkpoint '{p}' cannot be read (truncated, corrupt or not a PyTorch checkpoint): "
-                         f"{_first_line(e)}") from e
+                         f"{error_line(e, _TORCH_LOAD_ADVICE)}") from e
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exception's message, without torch's advice to load unsafely."""
+#: lines of torch.load's messages that advise loading unsafely (never relayed to the user)
+_TORCH_LOAD_ADVICE = ("weights_only=False", "(1)", "Please file an issue")
+
+
+def error_line(exc: BaseException, skip: tuple[str, ...] = ()) -> str:
+    """``"ExceptionType: first line"`` of an exception's message -- its first non-empty line that contains none of
+    ``skip`` (a line starting with one also counts) -- or the bare type name when there is none: the one-line form
+    of an error for logs, reports and command-line messages."""
     for line in str(exc).splitlines():
         line = line.strip()
-        if line and "weights_only=False" not in line and not line.startswith("(1)") and "Please file an issue" not in line:
+        if line and not any(s in line for s in skip):
             return f"{type(exc).__name__}: {line}"
     return type(exc).__name__

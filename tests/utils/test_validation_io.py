@@ -124,3 +124,13 @@ def test_atomic_writes_use_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_error_line_is_the_first_meaningful_line():
+    from monai_aegis.utils import error_line
+
+    e = RuntimeError("\n  first problem  \nsecond line")
+    assert error_line(e) == "RuntimeError: first problem"
+    advice = ValueError("Weights only load failed. Re-running with weights_only=False will likely succeed\nbad global")
+    assert error_line(advice, ("weights_only=False",)) == "ValueError: bad global"
+    assert error_line(KeyError()) == "KeyError" and error_line(ValueError("x"), ("x",)) == "ValueError"

@@ -1,4 +1,4 @@
-from .aegis import AegisWrapper, calibrated_thresholds, iterate_images
+from .aegis import AegisWrapper, calibrated_thresholds, iterate_images, per_sample_threshold
 from .classifiers import (
     CLASSIFIERS,
     SMALL_VGG_LAYERS,
@@ -18,6 +18,7 @@ __all__ = [
     "build_classifier",
     "feature_shapes",
     "calibrated_thresholds",
+    "per_sample_threshold",
     "iterate_images",
     "load_classifier",
     "resnet18_classifier",

@@ -41,6 +41,12 @@ def iterate_images(data: Any, batch_size: int = 32, image_key: str = "image") ->
         yield batch
 
 
+def per_sample_threshold(threshold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` reject threshold of each sample: the global ``(1,)`` threshold, or the ``(Y,)`` per-class one indexed
+    by the predicted classes ``pred``. A sample is accepted when its Shield clean logit is ``>=`` it."""
+    return threshold.expand(pred.shape[0]) if threshold.numel() == 1 else threshold[pred]
+
+
 def calibrated_thresholds(
     scores: torch.Tensor,
     pred: torch.Tensor,
@@ -83,7 +89,7 @@ def calibrated_thresholds(
                 info["fallback_classes"].append(y)
     else:
         thr = torch.tensor([float(global_t)])
-    accepted = (scores >= (thr[pred] if thr.numel() > 1 else thr)).float().mean()
+    accepted = (scores >= per_sample_threshold(thr, pred)).float().mean()
     info["accepted_fraction"] = float(accepted)
     return thr, info
 
@@ -232,8 +238,7 @@ class AegisWrapper(nn.Module):
             raise RuntimeError("AegisWrapper has no reject threshold: call calibrate(clean_data) or set_threshold().")
         s_all = self.shield(feats)
         s = Shield.select(s_all, pred)
-        thr = self.threshold.to(s)
-        thr = thr.expand(s.shape[0]) if thr.numel() == 1 else thr[pred]
+        thr = per_sample_threshold(self.threshold.to(s), pred)
         out.update(shield_logits=s_all, shield_logit=s, score=-s, threshold=thr, accept=s >= thr)
         return out
 
