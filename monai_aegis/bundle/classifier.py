@@ -142,11 +142,79 @@ def train_classifier(
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: sched.step())
     trainer.run()
-    info: dict[str, Any] = {"epochs": int(epochs), "loss": float(torch.as_tensor(trainer.state.output["loss"]).detach())}
+    loss = float(torch.as_tensor(trainer.state.output["loss"]).detach())
+    info: dict[str, Any] = {"epochs": int(epochs), "loss": loss}
     if val_loader is not None:
         info["val_accuracy"] = accuracy(network, val_loader, device)
     network.eval()
     return info
+
+
+def _sidecar(weights_path: str | os.PathLike) -> Path:
+    """The JSON file beside saved weights recording how they were made (``classifier.pt`` -> ``classifier.json``)."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def _reusable(network: nn.Module, path: str | os.PathLike, settings: Mapping[str, Any], device: Any) -> str:
+    """Load weights saved by an earlier run into ``network`` when their sidecar says they were made with exactly
+    ``settings`` and the file is the one the sidecar describes; returns ``""`` on success, else why not."""
+    import json
+
+    path, side = Path(path), _sidecar(path)
+    if not path.is_file():
+        return f"no '{path}'"
+    if not side.is_file():
+        return f"'{side}' (the record of how '{path.name}' was made) is missing"
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        return f"'{side}' is unreadable: {error_line(e)}"
+    saved = record.get("settings", {}) if isinstance(record, Mapping) else {}
+    diff = [f"{k}: {saved.get(k, '<unset>')!r} -> {settings.get(k, '<unset>')!r}"
+            for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
+    if diff:
+        return f"'{path.name}' was made with other settings ({'; '.join(diff)})"
+    from ..utils import state_fingerprint
+
+    before = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    try:
+        load_network(network, path, map_location=device)
+        why = "" if state_fingerprint(network) == record.get("weights") else (
+            f"'{path.name}' is not the file '{side.name}' describes (its weights changed since)")
+    except (ValueError, FileNotFoundError) as e:
+        why = error_line(e)
+    if why:
+        network.load_state_dict(before)  # train from where the network was, not from the rejected file
+    return why
+
+
+def _save_with_record(network: nn.Module, path: str | os.PathLike, settings: Mapping[str, Any],
+                      info: Mapping[str, Any]) -> None:
+    """Weights, then the sidecar describing them (a crash between the two leaves weights without a record, which a
+    later run does not reuse)."""
+    from ..utils import atomic_torch_save, atomic_write_json, json_safe, state_fingerprint
+
+    atomic_torch_save(network.state_dict(), path)
+    atomic_write_json(_sidecar(path), {"settings": dict(settings), "weights": state_fingerprint(network),
+                                       "info": json_safe(dict(info))})
+
+
+def _train_or_reuse(network: nn.Module, path: str | os.PathLike | None, plan: Mapping[str, Any], resume: bool,
+                    device: Any, what: str, train: Any) -> None:
+    """Reuse the weights at ``path`` when ``resume`` and their record matches ``plan``; else ``train()`` (which
+    returns an info dict) and save the weights with their record. The log says which, and why."""
+    why = _reusable(network, path, plan, device) if resume and path else "resume is off"
+    if not why:
+        logger.info(f"classifier: reused the {what} '{path}' of an earlier run with the same settings "
+                    "(training skipped; resume=False retrains)")
+        return
+    if resume and path:
+        logger.info(f"classifier: training the {what} ({why})")
+    info = train()
+    logger.info(f"classifier: trained the {what}: {info}")
+    if path:
+        _save_with_record(network, path, plan, info)
+        logger.info(f"classifier: saved the {what} to '{path}'")
 
 
 def prepare_classifier(
@@ -160,47 +228,61 @@ def prepare_classifier(
     save_path: str | os.PathLike | None = None,
     adversarial: Mapping[str, Any] | None = None,
     adversarial_save_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """The bundle's classifier: loaded from ``checkpoint`` when one is given (training skipped), else trained from
-    scratch on ``train_loader`` and saved atomically to ``save_path`` (weights only).
+    scratch on ``train_loader`` and saved atomically to ``save_path`` (weights), with a JSON record beside it
+    (``classifier.json``: the settings it was trained with and a fingerprint of the weights).
 
     With ``adversarial`` settings whose ``eps`` is positive (keyword arguments of
     :func:`~monai_aegis.engines.adversarially_finetune`: ``eps``, ``method``, ``epochs``, ``steps``, ``lr``,
     ``beta``...), that classifier is then fine-tuned adversarially (TRADES / PGD-AT) on ``train_loader`` and saved to
-    ``adversarial_save_path``; an existing file there is loaded instead of fine-tuning again.
+    ``adversarial_save_path`` with its record likewise.
+
+    Args:
+        resume: reuse weights an earlier run saved at ``save_path`` / ``adversarial_save_path`` instead of training
+            again -- only when their record matches this run (the architecture and its seeded initial weights,
+            ``epochs``, ``lr``, ``settings``; for the fine-tuned file also the ``adversarial`` settings and the base
+            classifier's weights) and the file is the one recorded. Otherwise the log says why and training runs.
+        settings: JSON-like description of the training data (dataset, size, seed...) recorded with the weights.
 
     Raises:
-        ValueError: neither a checkpoint nor training data.
+        ValueError: neither a checkpoint nor training data; ``settings`` that are not JSON-like.
     """
-    from ..utils import atomic_torch_save
+    import json
 
+    try:
+        data = json.loads(json.dumps(dict(settings or {})))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"prepare_classifier: settings must be JSON-like values: {error_line(e)}") from None
     if checkpoint:
         model = load_network(network, checkpoint, map_location=device).to(device)
         logger.info(f"classifier: loaded '{checkpoint}' (training skipped)")
     else:
         if network is None or train_loader is None:
             raise ValueError("prepare_classifier: give a classifier checkpoint, or network_def and training data.")
-        info = train_classifier(network, train_loader, epochs, lr, device, val_loader)
-        logger.info(f"classifier: trained from scratch for {epochs} epochs: {info}")
-        if save_path:
-            atomic_torch_save(network.state_dict(), save_path)
-            logger.info(f"classifier: saved weights to '{save_path}'")
-        model = network
-    settings = dict(adversarial or {})
-    if float(settings.get("eps", 0) or 0) > 0:
-        if adversarial_save_path and Path(adversarial_save_path).is_file():
-            model = load_network(model, adversarial_save_path, map_location=device).to(device)
-            logger.info(f"classifier: loaded the adversarially fine-tuned weights '{adversarial_save_path}'")
-        else:
-            if train_loader is None:
-                raise ValueError("adversarial fine-tuning of the classifier needs training data.")
-            from ..engines import adversarially_finetune
+        from ..utils import state_fingerprint
 
-            info = adversarially_finetune(model, train_loader, device=device, **settings)
+        plan = {**data, "architecture": type(network).__name__, "initial_weights": state_fingerprint(network),
+                "epochs": int(epochs), "lr": float(lr)}
+        _train_or_reuse(network, save_path, plan, resume, device, "classifier",
+                        lambda: train_classifier(network, train_loader, epochs, lr, device, val_loader))
+        model = network
+    at = dict(adversarial or {})
+    if float(at.get("eps", 0) or 0) > 0:
+        if train_loader is None:
+            raise ValueError("adversarial fine-tuning of the classifier needs training data.")
+        from ..engines import adversarially_finetune
+        from ..utils import json_safe, state_fingerprint
+
+        def finetune() -> dict[str, Any]:
+            info = adversarially_finetune(model, train_loader, device=device, **at)
             if val_loader is not None:
                 info["val_accuracy"] = accuracy(model, val_loader, device)
-            logger.info(f"classifier: adversarially fine-tuned: {info}")
-            if adversarial_save_path:
-                atomic_torch_save(model.state_dict(), adversarial_save_path)
-                logger.info(f"classifier: saved the adversarially fine-tuned weights to '{adversarial_save_path}'")
+            return info
+
+        plan = {**data, **json.loads(json.dumps(json_safe(at))), "base_weights": state_fingerprint(model)}
+        _train_or_reuse(model, adversarial_save_path, plan, resume, device, "adversarially fine-tuned classifier",
+                        finetune)
     return model.eval()

@@ -31,7 +31,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-#: what the Shield reads: the classifier's hooked features, the (cushioned) image through a small CNN of its own, or both
+#: what the Shield reads: the classifier's hooked features, the (cushioned) image through a small CNN of its own,
+#: or both
 SHIELD_INPUTS = ("features", "input", "both")
 
 
@@ -46,6 +47,7 @@ def build_aegis(
     device: Any = "cpu",
     shield_inputs: str = "features",
     input_depth: int = 4,
+    seed: int | None = None,
 ) -> Any:
     """An :class:`~monai_aegis.networks.AegisWrapper` around ``classifier`` with a fresh Shield sized by a dry run.
 
@@ -62,6 +64,8 @@ def build_aegis(
             CNN of the Shield's own on the cushioned image, :data:`~monai_aegis.networks.INPUT_LAYER`) or
             ``"both"`` -- the ablation switch of the robust input branch.
         input_depth: 3x3 convolutions of the input branch.
+        seed: seed of the Shield's initial weights (drawn from a private generator state, so torch's global RNG is
+            left as it was); ``None``: from torch's global RNG.
     """
     from monai.utils import look_up_option
 
@@ -85,9 +89,12 @@ def build_aegis(
     if logits.ndim != 2 or logits.shape[1] != int(num_classes):
         raise ValueError(f"num_classes is {num_classes}, but the classifier outputs logits of shape "
                          f"{tuple(logits.shape)} (expected (B, {num_classes})).")
-    shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
-                                    preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
-                                    input_depth=int(input_depth))
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
+                                        preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
+                                        input_depth=int(input_depth))
     return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape).to(device)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, help="data loader workers")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config entry (JSON value), e.g. network_def#width=16; repeatable")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal, e.g. in a log file)")
     p.set_defaults(func=run)
 
 
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if clear is not None:
             raise clear from None
         raise
-    if not args.no_progress:
+    if not args.no_progress and sys.stderr.isatty():  # a bar redrawn with \r is garbage in a log file or pipe
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=True, desc="screening").attach(evaluator)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from monai.engines import SupervisedTrainer
 from monai.utils import convert_to_tensor, min_version, optional_import
@@ -18,6 +19,7 @@ from torch import nn
 
 from ..networks.nets.aegis import AegisWrapper
 from ..networks.nets.shield import Shield
+from ..utils.state import numpy_state_from_dict, numpy_state_to_dict
 from ..utils.validation import check_labels
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -91,7 +93,8 @@ class ShieldLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.ndim != 2 or target.ndim != 2 or target.shape != (pred.shape[0], 2):
-            raise ValueError(f"ShieldLoss expects pred (N, Y) and target (N, 2), got {tuple(pred.shape)}, {tuple(target.shape)}.")
+            raise ValueError(f"ShieldLoss expects pred (N, Y) and target (N, 2), got {tuple(pred.shape)}, "
+                             f"{tuple(target.shape)}.")
         logit = Shield.select(pred, target[:, 0])
         clean = target[:, 1].to(logit.dtype)
         bce = nn.functional.binary_cross_entropy_with_logits(logit, clean, reduction="none")
@@ -136,6 +139,11 @@ class AdversarialShieldUpdate:
             (the adversary must have that attribute, as :class:`~monai_aegis.engines.ShieldAdversary` does), so
             the gated attackers aim at the threshold the calibrated Shield will use, not at logit 0.
         threshold_momentum: weight of the previous value in the running average.
+        outliers: a batch transform turning clean images into out-of-distribution ones, e.g.
+            :class:`~monai_aegis.transforms.RandOutlier`: ``outlier_fraction`` of each batch's (augmented) clean
+            images are turned into outliers and added to the negatives, each for a class drawn uniformly, so every
+            class's detector learns to reject inputs that are not images of the task at all.
+        outlier_fraction: share of the batch size added as outliers (at least one image when ``outliers`` is set).
     """
 
     def __init__(
@@ -148,9 +156,15 @@ class AdversarialShieldUpdate:
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         threshold_tnr: float | None = None,
         threshold_momentum: float = 0.9,
+        outliers: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        outlier_fraction: float = 0.25,
     ) -> None:
         self.adversary = adversary
         self.augment = augment
+        if not 0.0 < float(outlier_fraction) <= 1.0:
+            raise ValueError(f"outlier_fraction must lie in (0, 1], got {outlier_fraction}.")
+        self.outliers = outliers
+        self.outlier_fraction = float(outlier_fraction)
         if threshold_tnr is not None:
             if not 0.0 < float(threshold_tnr) < 1.0:
                 raise ValueError(f"threshold_tnr must lie in (0, 1), got {threshold_tnr}.")
@@ -183,10 +197,14 @@ class AdversarialShieldUpdate:
         x_adv = getattr(out, "x_adv", out).detach()
         success = getattr(out, "success", None)
         engine.network.train()
-        batch = {
-            "image": torch.cat([x, x_adv]),
-            "label": torch.cat([torch.stack([y, torch.ones_like(y)], 1), torch.stack([target, torch.zeros_like(y)], 1)]),
-        }
+        images = [x, x_adv]
+        labels = [torch.stack([y, torch.ones_like(y)], 1), torch.stack([target, torch.zeros_like(y)], 1)]
+        if self.outliers is not None:
+            k = max(1, round(self.outlier_fraction * x.shape[0]))
+            images.append(convert_to_tensor(self.outliers(x[:k]), track_meta=False).to(x.device))
+            cls = torch.randint(self.num_classes, (k,), generator=self.generator).to(y.device)
+            labels.append(torch.stack([cls, torch.zeros_like(cls)], 1))
+        batch = {"image": torch.cat(images), "label": torch.cat(labels)}
         output = engine._iteration(engine, batch)
         output["eps"] = eps
         if self.threshold_tnr is not None:
@@ -210,18 +228,34 @@ class AdversarialShieldUpdate:
             if sel.numel() == 0:
                 continue
             value = torch.quantile(sel, q)
-            new[c] = value if prev is None else self.threshold_momentum * prev[c] + (1 - self.threshold_momentum) * value
+            m = self.threshold_momentum
+            new[c] = value if prev is None else m * prev[c] + (1 - m) * value
         self.threshold = new
         self.adversary.threshold = new.clone()  # type: ignore[attr-defined]
 
     def state_dict(self) -> dict[str, Any]:
-        """The running threshold (checkpointed with the trainer state so that a resumed run continues it)."""
-        return {"threshold": self.threshold}
+        """What a resumed run must continue: the running threshold, the target-class generator and the random
+        states of the augmentation and the outliers (saved with the trainer by
+        :class:`~monai_aegis.handlers.TrainingCheckpoint`)."""
+        state: dict[str, Any] = {"threshold": self.threshold}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        for name in ("augment", "outliers"):
+            r = getattr(getattr(self, name), "R", None)
+            if isinstance(r, np.random.RandomState):
+                state[name] = numpy_state_to_dict(r.get_state())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.threshold = state.get("threshold")
         if self.threshold is not None and self.threshold_tnr is not None:
             self.adversary.threshold = self.threshold.clone()  # type: ignore[attr-defined]
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8))
+        for name in ("augment", "outliers"):
+            r = getattr(getattr(self, name), "R", None)
+            if name in state and isinstance(r, np.random.RandomState):
+                r.set_state(numpy_state_from_dict(state[name]))
 
 
 def _detection_accuracy_output(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,12 +286,15 @@ class ShieldTrainer(SupervisedTrainer):
         optimizer: optimiser over ``wrapper.shield.parameters()``.
         adversary: ``(x, y, target, eps) -> x_adv`` or an AttackResult; default ``ShieldAdversary(wrapper)``.
         eps: budget when no scheduler sets ``engine.state.eps``.
-        seed: seed of the target-class draw.
+        seed: seed of the target-class draw and, at the start of a fresh run, of torch's global RNG (the attackers'
+            random starts), so a run is reproducible whatever ran before it (``None``: neither is seeded).
         stats_batches: batches used to fit the Shield's input standardisation (0 to skip).
         augment: batch transform of the clean training images (see :class:`AdversarialShieldUpdate`), e.g.
             :class:`~monai_aegis.transforms.RandBenignShift` so that clean images from another pipeline pass.
         threshold_tnr: let the training attackers' threshold follow the deployed rule (see
             :class:`AdversarialShieldUpdate`; ``None``: the adversary's own fixed threshold).
+        outliers, outlier_fraction: out-of-distribution negatives, e.g. :class:`~monai_aegis.transforms.RandOutlier`
+            (see :class:`AdversarialShieldUpdate`; ``None``: none).
         distributed: wrap the trained network in ``DistributedDataParallel`` (needs an initialised process group,
             e.g. under torchrun): Shield gradients are averaged over ranks, so every rank holds the same Shield.
             Give each rank its shard of the data (``DistributedSampler``).
@@ -277,6 +314,8 @@ class ShieldTrainer(SupervisedTrainer):
         stats_batches: int = 4,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         threshold_tnr: float | None = None,
+        outliers: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        outlier_fraction: float = 0.25,
         distributed: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -300,6 +339,10 @@ class ShieldTrainer(SupervisedTrainer):
                 raise RuntimeError("ShieldTrainer(distributed=True) needs an initialised process group (torchrun).")
             ids = [torch.device(device).index] if torch.device(device).type == "cuda" else None
             network = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        update = AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed, augment=augment,
+                                         threshold_tnr=threshold_tnr, outliers=outliers,
+                                         outlier_fraction=outlier_fraction)
+        self._shield_update = update  # before the handlers attach (a TrainingCheckpoint asks for it)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -307,14 +350,33 @@ class ShieldTrainer(SupervisedTrainer):
             network=network,
             optimizer=optimizer,
             loss_function=ShieldLoss(),
-            iteration_update=AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed,
-                                                     augment=augment, threshold_tnr=threshold_tnr),
+            iteration_update=update,
             **kwargs,
         )
+        self.state_dict_user_keys.extend(["best_metric", "best_metric_epoch"])  # a resumed run keeps its best so far
         self.wrapper = wrapper
+        self.seed = seed
         self.stats_batches = int(stats_batches)
+        self.add_event_handler(Events.STARTED, self._seed_fresh_run)
         if self.stats_batches > 0:
             self.add_event_handler(Events.STARTED, self._fit_input_stats)
+
+    @property
+    def shield_update(self) -> AdversarialShieldUpdate:
+        """The iteration update (its target draw, augmentation and running threshold are part of a checkpoint)."""
+        return self._shield_update
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """The trainer's own stateful parts beyond the engine state, for
+        :class:`~monai_aegis.handlers.TrainingCheckpoint`."""
+        return {"shield_update": self.shield_update}
+
+    def _seed_fresh_run(self, engine: Any) -> None:
+        """Seed torch's global RNG (the attackers' random starts) at the start of a fresh run, so the run does not
+        depend on what drew from it before (e.g. whether the classifier was trained or loaded). A resumed run
+        restores it from the checkpoint instead."""
+        if self.seed is not None and engine.state.epoch == 0 and engine.state.iteration == 0:
+            torch.manual_seed(int(self.seed))
 
     @torch.no_grad()
     def _fit_input_stats(self, engine: Any) -> None:

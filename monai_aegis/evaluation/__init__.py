@@ -3,6 +3,7 @@ evaluation (:func:`worst_case_evaluation`, the headline measure), the evaluation
 ``python -m monai_aegis evaluate``) with its report and ``results.json`` schema."""
 
 from .detection import ShieldDetectionResult, detection_metrics, evaluate_shield_detection, other_class_targets
+from .ood import outlier_acceptance
 from .runner import (
     ADAPTIVE_ATTACKS,
     BASELINE_DETECTORS,
@@ -28,19 +29,20 @@ __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_WORST_CASE_EPS",
     "DETECTOR_ENSEMBLE",
-    "EvaluationConfig",
-    "FeatureMean",
     "RESULTS_SCHEMA",
     "SCHEMA_VERSION",
-    "ShieldDetectionResult",
     "UNDEFENDED_ENSEMBLE",
     "WORST_CASE_SCHEMA",
+    "EvaluationConfig",
+    "FeatureMean",
+    "ShieldDetectionResult",
     "WorstCaseConfig",
     "curve_summary",
     "default_layer_subsets",
     "detection_metrics",
     "evaluate_shield_detection",
     "other_class_targets",
+    "outlier_acceptance",
     "run_evaluation",
     "stress_table",
     "stress_test",

@@ -1,4 +1,5 @@
+from .checkpoint import TrainingCheckpoint
 from .detection import DetectionMetricsHandler
 from .epsilon import EpsilonScheduler
 
-__all__ = ["DetectionMetricsHandler", "EpsilonScheduler"]
+__all__ = ["DetectionMetricsHandler", "EpsilonScheduler", "TrainingCheckpoint"]

@@ -19,7 +19,10 @@ class EpsilonScheduler(PiecewiseLinearStateScheduler):
     """Write the current attack budget to ``engine.state.<param_name>`` at the start of every epoch.
 
     A thin layer over Ignite's ``PiecewiseLinearStateScheduler`` (so it has ``state_dict``/``load_state_dict``
-    and resumes from a checkpoint) with a MONAI-style one-argument :meth:`attach`. By default it ramps linearly
+    and resumes from a checkpoint) with a MONAI-style one-argument :meth:`attach`. Attached at the default
+    ``Events.EPOCH_STARTED``, the budget is a function of ``engine.state.epoch`` rather than of a count of calls, so a
+    run resumed from a checkpoint at epoch ``k`` continues the same schedule at epoch ``k + 1`` with no state of
+    its own to restore. By default it ramps linearly
     from ``start`` at epoch 1 to ``end`` at epoch ``ramp_epochs`` and then stays at ``end`` -- the paper's ramp
     from 1/256 to 16/256 across 25 epochs. Arbitrary schedules (plateaus, warm-up) go through
     ``milestones_values`` as ``[(epoch, eps), ...]``.
@@ -58,4 +61,10 @@ class EpsilonScheduler(PiecewiseLinearStateScheduler):
 
     def attach(self, engine: Any, event: Any = None) -> None:  # type: ignore[override]
         """Attach at ``Events.EPOCH_STARTED`` (or ``event``)."""
+        self._by_epoch = event is None or event == Events.EPOCH_STARTED
         super().attach(engine, Events.EPOCH_STARTED if event is None else event)
+
+    def __call__(self, engine: Any) -> None:
+        if getattr(self, "_by_epoch", False):  # epoch e (1-based) gets the e-th value, whatever ran before
+            self.event_index, self._index = engine.state.epoch - 1, 0
+        super().__call__(engine)

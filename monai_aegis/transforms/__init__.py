@@ -1,15 +1,21 @@
 from .array import Cushion, resolve_cushion
 from .benign import RandBenignShift, RandBenignShiftD, RandBenignShiftd, RandBenignShiftDict
 from .dictionary import CushionD, Cushiond, CushionDict
+from .outlier import OUTLIER_KINDS, RandOutlier, RandOutlierD, RandOutlierd, RandOutlierDict
 
 __all__ = [
     "Cushion",
     "CushionD",
     "CushionDict",
     "Cushiond",
+    "OUTLIER_KINDS",
     "RandBenignShift",
     "RandBenignShiftD",
     "RandBenignShiftDict",
     "RandBenignShiftd",
+    "RandOutlier",
+    "RandOutlierD",
+    "RandOutlierDict",
+    "RandOutlierd",
     "resolve_cushion",
 ]

@@ -7,6 +7,7 @@ from .io import (
     json_safe,
     safe_torch_load,
 )
+from .state import RandomStates, state_fingerprint
 from .validation import check_image_batch, check_labels, check_positive, check_value_range
 
 __all__ = [
@@ -20,5 +21,7 @@ __all__ = [
     "check_value_range",
     "error_line",
     "json_safe",
+    "RandomStates",
     "safe_torch_load",
+    "state_fingerprint",
 ]

@@ -54,7 +54,12 @@ def test_multi_gpu_train_with_gloo_matches_single_process_evaluation(tmp_path):
     assert summary["world_size"] == 2 and summary["n_test"] == 20
     assert proc.stdout.count("Aegis saved to") == 1  # rank 0 prints and saves
     ckpts = list((tmp_path / "models" / "shield_checkpoints").glob("*.pt"))
-    assert ckpts  # written by rank 0 only (one saver)
+    assert [p.name for p in ckpts] == ["checkpoint_epoch=1.pt"]  # written by rank 0 only (one saver)
+
+    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    log = again.stdout + again.stderr  # both ranks reuse the classifier and resume from rank 0's checkpoint
+    assert log.count("classifier: reused") == 2 and log.count("nothing left to train") == 2
 
     from monai.bundle import ConfigParser
 

@@ -191,7 +191,9 @@ def test_multi_gpu_overlay_keeps_train_properties(tmp_path):
     assert parser["train#trainer#distributed"] is True
     assert parser["train#sampler"]["_target_"] == "DistributedSampler"
     handlers = parser["train"]["handlers"]
-    assert [h["_target_"] for h in handlers[-2:]] == ["StatsHandler", "CheckpointSaver"]  # dropped on ranks > 0
+    # ranks > 0 drop only the StatsHandler; every rank keeps the TrainingCheckpoint (rank 0 saves, all resume)
+    assert [h["_target_"] for h in handlers[-2:]] == ["monai_aegis.handlers.TrainingCheckpoint", "StatsHandler"]
+    assert "[: -1 if" in parser.get("train#trainer#train_handlers")
 
 
 def test_fundus_bundle_without_dataset_dir_says_what_to_do(tmp_path):

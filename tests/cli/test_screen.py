@@ -126,3 +126,13 @@ def test_screen_bad_arguments_are_one_line_with_exit_2(case, message, aegis_ckpt
     assert message in captured.err and "Traceback" not in captured.err
     assert "weights_only=False" not in captured.err and "pwned" not in captured.out
     assert not (tmp_path / "out" / "predictions.csv").exists()  # refused before screening
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(aegis_ckpt, tmp_path, write_png, capsys):
+    """Output going to a log file or a pipe gets no bar (its carriage-return redraws pile up there as garbage)."""
+    write_png(tmp_path / "scans" / "a.png", size=(40, 50))
+    args = [a for a in TINY if a != "--no-progress"]
+    rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(aegis_ckpt), "--output", str(tmp_path / "out"), *args,
+               str(tmp_path / "scans")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "\r" not in err and "screening[" not in err and "screening:" not in err

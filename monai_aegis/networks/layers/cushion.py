@@ -1,4 +1,5 @@
-"""The Cushion, tier 1 of Medical Aegis: input transforms that remove high-frequency components.
+"""The Cushion, tier 1 of Medical Aegis: input transforms that round (JPEG, bit depth) or smooth (TVM) away part of
+a small change.
 
 One batched implementation serves both faces of the cushion. The functionals (:func:`jpeg_compress`,
 :func:`reduce_bit_depth`, :func:`tv_minimize`) and their ``nn.Module`` twin :class:`CushionLayer` work on
@@ -78,7 +79,8 @@ ProxyType = Union[str, Callable[[torch.Tensor], torch.Tensor], None]
 def _check_input(x: torch.Tensor, name: str = "x", scan_values: bool = True) -> None:
     """Validate a ``(B, C, H, W)`` / ``(B, C, D, H, W)`` float batch in ``[0, 1]``.
 
-    :func:`monai_aegis.utils.check_image_batch` checks finiteness and range in one ``aminmax`` pass. With ``scan_values=False`` only the structure is checked here; the caller checks the values itself and calls
+    :func:`monai_aegis.utils.check_image_batch` checks finiteness and range in one ``aminmax`` pass. With
+    ``scan_values=False`` only the structure is checked here; the caller checks the values itself and calls
     ``check_image_batch`` when they are not in range.
     """
     if not scan_values and isinstance(x, torch.Tensor) and x.ndim in (4, 5) and x.numel() > 0:
