@@ -41,7 +41,9 @@ _EXPORTS = {
     "Cushiond": "transforms",
     "RandBenignShift": "transforms",
     "RandBenignShiftd": "transforms",
-    "build_aegis": "bundle",
+    "build_aegis": "networks",
+    "ShieldTrainer": "engines",
+    "make_attack": "attacks",
     "worst_case_evaluation": "evaluation",
 }
 

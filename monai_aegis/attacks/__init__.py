@@ -47,7 +47,6 @@ from .presets import (
     FGSM,
     HFC,
     MIM,
-    JointAPGD,
     PGD,
     PGDL2,
     TIM,
@@ -55,6 +54,7 @@ from .presets import (
     CWLinf,
     Fea,
     FeatureSpaceAttack,
+    JointAPGD,
     OrthogonalPGD,
     SelectivePGD,
     TransferAttack,
@@ -77,6 +77,7 @@ from .steps import (
     StepRule,
     StepSchedule,
 )
+from .targets import other_class_targets, sample_other_classes
 from .threat import L2Ball, LinfBall, ThreatModel, l2_norm, linf_norm, make_threat
 
 __all__ = [
@@ -147,6 +148,8 @@ __all__ = [
     "linf_norm",
     "make_aegis_attack",
     "make_attack",
+    "other_class_targets",
+    "sample_other_classes",
     "make_threat",
     "square_window_fraction",
 ]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..evaluation.datasets import stack_loader
+from ..networks.nets.aegis import SHIELD_INPUTS, build_aegis
 from ..utils import json_safe
 
 __all__ = [
@@ -29,73 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-#: what the Shield reads: the classifier's hooked features, the (cushioned) image through a small CNN of its own,
-#: or both
-SHIELD_INPUTS = ("features", "input", "both")
-
-
-def build_aegis(
-    classifier: nn.Module,
-    input_shape: Sequence[int],
-    num_classes: int,
-    layer_names: Sequence[str] | str | None = None,
-    cushion: str | nn.Module | None = "jpeg80",
-    shield_width: int = 32,
-    shield_hidden: int = 64,
-    device: Any = "cpu",
-    shield_inputs: str = "features",
-    input_depth: int = 4,
-    seed: int | None = None,
-) -> Any:
-    """An :class:`~monai_aegis.networks.AegisWrapper` around ``classifier`` with a fresh Shield sized by a dry run.
-
-    Args:
-        classifier: the (frozen) classifier; logits ``(B, num_classes)``.
-        input_shape: ``(C, H, W)`` of the preprocessed images.
-        num_classes: number of classes.
-        layer_names: hooked layers: names, a preset key (``"resnet50"``, ``"vgg16"``, ``"monai_densenet"``...), or
-            ``None`` for the architecture's preset (``block1..4`` for ``small_vgg``).
-        cushion: a Cushion preset name (``"jpeg80"``, ``"bit_depth4"``, ``"tvm"``...), a module, or ``None``.
-        shield_width: channels per class in each Shield branch.
-        shield_hidden: hidden units per class of the Shield's fusion MLP.
-        shield_inputs: ``"features"`` (the paper's Shield: hooked classifier features), ``"input"`` (only a small
-            CNN of the Shield's own on the cushioned image, :data:`~monai_aegis.networks.INPUT_LAYER`) or
-            ``"both"`` -- the ablation switch of the robust input branch.
-        input_depth: 3x3 convolutions of the input branch.
-        seed: seed of the Shield's initial weights (drawn from a private generator state, so torch's global RNG is
-            left as it was); ``None``: from torch's global RNG.
-    """
-    from monai.utils import look_up_option
-
-    from ..networks import INPUT_LAYER, AegisWrapper, Shield, cushion_from_name, resolve_layer_names
-
-    mode = look_up_option(str(shield_inputs), SHIELD_INPUTS)
-    layers: tuple[str, ...] = ()
-    if mode != "input":
-        layers = tuple(n for n in resolve_layer_names(classifier, layer_names or None) if n != INPUT_LAYER)
-    if mode != "features":
-        layers = (INPUT_LAYER, *layers)
-    cushion_mod = cushion_from_name(cushion) if isinstance(cushion, str) else cushion
-    classifier = classifier.to(device).eval()
-    shape = tuple(int(s) for s in input_shape)
-    param = next(iter(classifier.parameters()), None)
-    try:
-        with torch.no_grad():
-            logits = classifier(torch.zeros((1, *shape), device=device, dtype=None if param is None else param.dtype))
-    except RuntimeError as e:
-        raise ValueError(f"the classifier cannot take images of input_shape {shape} (C, *spatial): {e}") from e
-    if logits.ndim != 2 or logits.shape[1] != int(num_classes):
-        raise ValueError(f"num_classes is {num_classes}, but the classifier outputs logits of shape "
-                         f"{tuple(logits.shape)} (expected (B, {num_classes})).")
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
-                                        preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
-                                        input_depth=int(input_depth))
-    return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape).to(device)
 
 
 #: the training summary's reduced worst-case budget (the full one: ``python -m monai_aegis evaluate --worst-case``)
@@ -174,7 +108,7 @@ def finalize_training(
         "classifier": architecture_name(wrapper.classifier),
         "threshold": wrapper.threshold.tolist(),
         "layer_names": list(wrapper.layer_names),
-        "cushion": None if wrapper.cushion is None else wrapper._cushion_spec(),
+        "cushion": None if wrapper.cushion is None else wrapper.cushion_spec(),
         "class_names": list(class_names) if class_names else None,
         "n_test": int(yt.numel()),
         "tnr": float(tnr),

@@ -17,6 +17,8 @@ from monai.engines import SupervisedTrainer
 from monai.utils import convert_to_tensor, min_version, optional_import
 from torch import nn
 
+from ..attacks.presets import DEFAULT_EPS_LINF
+from ..attacks.targets import sample_other_classes
 from ..networks.nets.aegis import AegisWrapper
 from ..networks.nets.shield import Shield
 from ..utils.state import numpy_state_from_dict, numpy_state_to_dict
@@ -34,14 +36,6 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
-
-
-def sample_other_classes(y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each label draw a different class uniformly at random (the target of the Shield's negatives)."""
-    if num_classes < 2:
-        raise ValueError(f"adversarial Shield training needs at least 2 classes, got {num_classes}.")
-    offset = torch.randint(1, num_classes, y.shape, generator=generator, device="cpu").to(y.device)
-    return (y + offset) % num_classes
 
 
 class ShieldScorer(nn.Module):
@@ -150,7 +144,7 @@ class AdversarialShieldUpdate:
         self,
         adversary: AdversaryFn,
         num_classes: int,
-        eps: float = 16 / 256,
+        eps: float = DEFAULT_EPS_LINF,
         eps_attr: str = "eps",
         seed: int | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -309,7 +303,7 @@ class ShieldTrainer(SupervisedTrainer):
         wrapper: AegisWrapper,
         optimizer: torch.optim.Optimizer,
         adversary: AdversaryFn | None = None,
-        eps: float = 16 / 256,
+        eps: float = DEFAULT_EPS_LINF,
         seed: int | None = 0,
         stats_batches: int = 4,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,

@@ -11,22 +11,12 @@ import torch
 from monai.utils import convert_to_tensor
 
 from ..attacks import Attack, make_aegis_attack
+from ..attacks.targets import other_class_targets  # re-exported: the evaluation's seeded targets
 from ..metrics import detection_auroc, tpr_at_tnr, tpr_key
 from ..networks.nets.aegis import AegisWrapper
 from ..utils.validation import check_labels
 
 __all__ = ["ShieldDetectionResult", "detection_metrics", "evaluate_shield_detection", "other_class_targets"]
-
-
-def other_class_targets(y: torch.Tensor, num_classes: int, seed: int = 0) -> torch.Tensor:
-    """Deterministic attack targets ``t != y``: the next class for 2 classes, a seeded uniform draw otherwise."""
-    if num_classes < 2:
-        raise ValueError(f"targeted attacks need at least 2 classes, got {num_classes}.")
-    if num_classes == 2:
-        return 1 - y
-    g = torch.Generator().manual_seed(int(seed))
-    offset = torch.randint(1, num_classes, y.shape, generator=g).to(y.device)
-    return (y + offset) % num_classes
 
 
 def detection_metrics(

@@ -42,10 +42,10 @@ import torch
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from ..attacks import make_aegis_attack, make_attack
+from ..attacks import DEFAULT_EPS_LINF, make_aegis_attack, make_attack
 from ..detectors import DNNDetector, KernelDensityDetector, LIDDetector, MahalanobisDetector
 from ..metrics import threshold_at_tnr, tpr_key
-from ..networks import AegisWrapper, FeatureHooks, Shield, cushion_from_name, per_sample_threshold
+from ..networks import AegisWrapper, FeatureHooks, Shield, per_sample_threshold, resolve_cushion
 from ..networks.nets.classifiers import architecture_name
 from ..utils import json_safe
 from .config import SettingsMixin, attack_key, attack_spec, check_unique_labels
@@ -53,7 +53,7 @@ from .detection import detection_metrics, other_class_targets
 from .progress import Progress
 from .schema import SCHEMA_VERSION, validate_results
 from .stress import stress_test
-from .worst_case import WorstCaseConfig, worst_case_evaluation
+from .worst_case import DEFAULT_WORST_CASE_EPS, WorstCaseConfig, worst_case_evaluation
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -133,7 +133,7 @@ class EvaluationConfig(SettingsMixin):
     attacks: list[Any] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     detectors: list[str] = field(default_factory=lambda: list(_DETECTOR_NAMES))
     cushion_modes: list[str] = field(default_factory=lambda: ["with", "without"])
-    eps: float = 16 / 256
+    eps: float = DEFAULT_EPS_LINF
     conventional_steps: int = 20
     adaptive_steps: int = 100
     cw_binary_search_steps: int = 6
@@ -154,10 +154,10 @@ class EvaluationConfig(SettingsMixin):
     )
     cushion_ablation_attacks: list[str] = field(default_factory=lambda: ["PGD", "WB"])
     ablation_split: str | None = None
-    stress_eps: float = 16 / 256
+    stress_eps: float = DEFAULT_EPS_LINF
     stress_steps: int = 20
     stress_samples: int = 64
-    sanity_eps: list[float] = field(default_factory=lambda: [1 / 256, 2 / 256, 4 / 256, 8 / 256, 16 / 256, 64 / 256, 1.0])
+    sanity_eps: list[float] = field(default_factory=lambda: [*DEFAULT_WORST_CASE_EPS, 64 / 256, 1.0])
     sanity_attacks: list[str] = field(default_factory=lambda: ["PGD", "WB"])
     sanity_samples: int = 64
     sanity_max_steps: int = 200
@@ -845,7 +845,7 @@ def _cushion_ablation(wrapper: AegisWrapper, data: tuple[torch.Tensor, torch.Ten
     bar = Progress(cfg.progress, x.shape[0] * len(cfg.cushion_ablation) * len(cfg.cushion_ablation_attacks),
                     "cushion ablation")
     for cname in cfg.cushion_ablation:
-        cushion = None if cname in ("identity", "none") else cushion_from_name(cname)
+        cushion = resolve_cushion(cname)
         w = AegisWrapper(wrapper.classifier, wrapper.shield, cushion=cushion)
         w.calibrate(x_val, tnr=cfg.tnr, batch_size=cfg.batch_size)
         system = _System(cname, w, layers, cfg, device)

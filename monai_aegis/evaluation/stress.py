@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks import BIM, Objective
+from ..attacks import BIM, DEFAULT_EPS_LINF, Objective
 from ..networks import FeatureHooks, resolve_layer_names
 
 __all__ = ["FeatureMean", "stress_table", "stress_test"]
@@ -76,7 +76,7 @@ def stress_test(
     model: nn.Module,
     x: torch.Tensor,
     layer_names: Sequence[str] | str | None = None,
-    eps: float = 16 / 256,
+    eps: float = DEFAULT_EPS_LINF,
     steps: int = 20,
     cushions: Mapping[str, nn.Module | None] | None = None,
     batch_size: int = 64,

@@ -7,6 +7,8 @@ from typing import Any
 
 from monai.utils import min_version, optional_import
 
+from ..attacks.presets import DEFAULT_EPS_LINF
+
 PiecewiseLinearStateScheduler, _has_ignite = optional_import(
     "ignite.handlers.state_param_scheduler", "0.4.11", min_version, "PiecewiseLinearStateScheduler", as_type="base"
 )
@@ -39,7 +41,7 @@ class EpsilonScheduler(PiecewiseLinearStateScheduler):
     def __init__(
         self,
         start: float = 1 / 256,
-        end: float = 16 / 256,
+        end: float = DEFAULT_EPS_LINF,
         ramp_epochs: int = 25,
         milestones_values: Sequence[Sequence[float]] | None = None,
         param_name: str = "eps",

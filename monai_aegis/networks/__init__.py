@@ -8,20 +8,32 @@ from .layers import (
     cushion_from_name,
     jpeg_compress,
     reduce_bit_depth,
+    resolve_cushion,
     tv_minimize,
 )
-from .nets import AegisWrapper, Shield, calibrated_thresholds, feature_shapes, iterate_images, per_sample_threshold
+from .nets import (
+    SHIELD_INPUTS,
+    AegisWrapper,
+    Shield,
+    build_aegis,
+    calibrated_thresholds,
+    feature_shapes,
+    iterate_images,
+    per_sample_threshold,
+)
 
 __all__ = [
     "CUSHION_METHODS",
     "CUSHION_PRESETS",
     "INPUT_LAYER",
     "LAYER_PRESETS",
+    "SHIELD_INPUTS",
     "AegisWrapper",
     "CushionLayer",
     "FeatureHooks",
     "Shield",
     "bpda",
+    "build_aegis",
     "calibrated_thresholds",
     "per_sample_threshold",
     "cushion_from_config",
@@ -32,6 +44,7 @@ __all__ = [
     "jpeg_compress",
     "pool_features",
     "reduce_bit_depth",
+    "resolve_cushion",
     "resolve_layer_names",
     "tv_minimize",
 ]

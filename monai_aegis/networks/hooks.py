@@ -147,8 +147,8 @@ class FeatureHooks:
     ) -> None:
         if isinstance(model, torch.jit.ScriptModule):
             raise ValueError(
-                f"cannot hook {type(model).__name__}: forward hooks do not run inside TorchScript models. Load the eager "
-                "model instead (architecture + state dict), e.g. the bundle's network_def + network_checkpoint."
+                f"cannot hook {type(model).__name__}: forward hooks do not run inside TorchScript models. Load the "
+                "eager model instead (architecture + state dict), e.g. the bundle's network_def + network_checkpoint."
             )
         self.model = model
         self.layer_names = resolve_layer_names(model, layer_names)

@@ -1,4 +1,6 @@
-from .array import Cushion, resolve_cushion
+from monai_aegis.networks.layers.cushion import resolve_cushion  # re-exported: its home is the Cushion layer
+
+from .array import Cushion
 from .benign import RandBenignShift, RandBenignShiftD, RandBenignShiftd, RandBenignShiftDict
 from .dictionary import CushionD, Cushiond, CushionDict
 from .outlier import OUTLIER_KINDS, RandOutlier, RandOutlierD, RandOutlierd, RandOutlierDict

@@ -12,26 +12,10 @@ from monai.transforms.transform import Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-from monai_aegis.networks.layers.cushion import CushionLayer, cushion_from_name
+from monai_aegis.networks.layers.cushion import CushionLayer, resolve_cushion
 from monai_aegis.utils import check_image_batch
 
-__all__ = ["Cushion", "resolve_cushion"]
-
-
-def resolve_cushion(
-    cushion: str | CushionLayer | Callable[[torch.Tensor], torch.Tensor], **kwargs: Any
-) -> CushionLayer:
-    """Return a :class:`CushionLayer` from a preset/method name (``"jpeg80"``, ``"tvm"``, ...), a layer, or a
-    callable ``(B, C, *spatial) -> same shape``; ``kwargs`` are passed to the layer (not allowed with a layer)."""
-    if isinstance(cushion, CushionLayer):
-        if kwargs:
-            raise ValueError(f"Options {sorted(kwargs)} cannot be applied to an existing CushionLayer.")
-        return cushion
-    if isinstance(cushion, str):
-        return cushion_from_name(cushion, **kwargs)
-    if callable(cushion):
-        return CushionLayer(method=cushion, **kwargs)
-    raise ValueError(f"cushion must be a preset name, a CushionLayer or a callable, got {type(cushion).__name__}.")
+__all__ = ["Cushion"]
 
 
 class Cushion(Transform):
@@ -60,7 +44,10 @@ class Cushion(Transform):
     backend = [TransformBackends.TORCH]
 
     def __init__(self, cushion: str | CushionLayer | Callable = "jpeg80", **kwargs: Any) -> None:
-        self.layer = resolve_cushion(cushion, **kwargs)
+        layer = resolve_cushion(cushion, **kwargs)
+        if layer is None:
+            raise ValueError("Cushion needs a cushion (a preset name, a CushionLayer or a callable), got None.")
+        self.layer = layer
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from monai_aegis.bundle import build_aegis, load_network, prepare_classifier
+from monai_aegis.bundle import load_network, prepare_classifier
+from monai_aegis.networks import build_aegis
 from monai_aegis.networks.nets import small_vgg
 
 
@@ -154,42 +155,6 @@ def test_prepare_classifier_resume_checks_the_adversarial_file(tmp_path, caplog)
         prepare_classifier(_seeded_net(), None, loader, None, adversarial={**at, "eps": 4 / 256}, **kw)
     assert ("training the adversarially fine-tuned classifier ('at.pt' was made with other settings "
             "(eps: 0.0078125 -> 0.015625))") in caplog.text
-
-
-def test_resnet50_preset_builds():
-    tv = pytest.importorskip("torchvision")
-    clf = tv.models.resnet50(weights=None, num_classes=2)
-    wrapper = build_aegis(clf, (3, 64, 64), 2, layer_names=None, cushion="jpeg80", shield_width=4, shield_hidden=8)
-    assert wrapper.layer_names == ("layer1.0", "layer2.0", "layer3.0", "layer4.0")  # blocks 1, 4, 8, 14
-    wrapper.calibrate(torch.rand(8, 3, 64, 64), tnr=0.9, min_per_class=100)
-    out = wrapper.screen(torch.rand(2, 3, 64, 64))
-    assert out["logits"].shape == (2, 2) and out["accept"].shape == (2,)
-
-
-def test_monai_densenet121_preset_builds():
-    from monai.networks.nets import DenseNet121
-
-    clf = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
-    wrapper = build_aegis(clf, (1, 64, 64), 2, layer_names=None, cushion="bit_depth4", shield_width=4, shield_hidden=8)
-    assert wrapper.layer_names == ("features.transition1", "features.transition2", "features.transition3",
-                                   "features.norm5")
-    logits, feats = wrapper.forward_features(torch.rand(2, 1, 64, 64))
-    assert logits.shape == (2, 2) and list(feats) == list(wrapper.layer_names)
-
-
-def test_vgg16_preset_from_config_entry():
-    pytest.importorskip("torchvision")
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser({"net": {"_target_": "torchvision.models.vgg16", "num_classes": 2}})
-    wrapper = build_aegis(parser.get_parsed_content("net"), (3, 64, 64), 2, "vgg16", cushion=None, shield_width=2,
-                          shield_hidden=4)
-    assert wrapper.layer_names == ("features.6", "features.13", "features.20", "features.27")
-
-
-def test_unknown_layer_name_is_reported():
-    with pytest.raises(ValueError, match="unknown layer name 'blok1'"):
-        build_aegis(_net(), (1, 32, 32), 2, layer_names=["blok1"])
 
 
 def test_fake_torchscript_is_a_clear_error(tmp_path):

@@ -12,7 +12,6 @@ from monai_aegis.engines import (
     ShieldLoss,
     ShieldScorer,
     ShieldTrainer,
-    sample_other_classes,
 )
 from monai_aegis.evaluation import evaluate_shield_detection
 from monai_aegis.handlers import DetectionMetricsHandler, EpsilonScheduler
@@ -47,14 +46,6 @@ def test_shield_loss_matches_eq3():
     assert torch.allclose(ShieldLoss()(pred, label), expected)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         ShieldLoss()(pred, label[:, 0])
-
-
-def test_sample_other_classes():
-    y = torch.randint(0, 5, (1000,))
-    t = sample_other_classes(y, 5, torch.Generator().manual_seed(0))
-    assert (t != y).all() and set(t.tolist()) == set(range(5))
-    with pytest.raises(ValueError, match="at least 2"):
-        sample_other_classes(y, 1)
 
 
 def test_training_detects_pgd_and_leaves_classifier_frozen(trained_classifier, sample_arrays):
@@ -166,8 +157,7 @@ def test_scorer_keeps_classifier_in_eval(trained_classifier):
         ShieldScorer(AegisWrapper(trained_classifier))
 
 
-def test_update_requires_labels(trained_classifier):
-    wrapper = _wrapper(trained_classifier)
+def test_update_requires_labels():
     update = AdversarialShieldUpdate(lambda x, y, t, e: x, 2)
 
     class _E:

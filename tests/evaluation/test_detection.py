@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from monai_aegis.evaluation import ShieldDetectionResult, detection_metrics, other_class_targets
+from monai_aegis.evaluation import ShieldDetectionResult, detection_metrics
 from monai_aegis.metrics import detection_auroc
 
 
@@ -37,11 +37,3 @@ def test_shield_detection_result_robust_accuracy():
     assert m["auroc"] == pytest.approx(detection_auroc(torch.tensor([0.0, 0.1, 0.2]), torch.tensor([0.05, 2.0])))
 
 
-def test_other_class_targets():
-    y = torch.tensor([0, 1, 1, 0])
-    assert torch.equal(other_class_targets(y, 2), 1 - y)
-    y5 = torch.randint(0, 5, (200,))
-    t = other_class_targets(y5, 5, seed=3)
-    assert (t != y5).all() and torch.equal(t, other_class_targets(y5, 5, seed=3))
-    with pytest.raises(ValueError, match="at least 2"):
-        other_class_targets(y, 1)

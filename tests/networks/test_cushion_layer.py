@@ -450,3 +450,28 @@ def test_jpeg_checks_every_frame(num_workers):
     edge = x.clone()
     edge[1, 1, 0, 0], edge[3, 0, 1, 1] = 1 + 5e-7, -5e-7  # within check_image_batch's tolerance
     assert torch.equal(jpeg_compress(edge, num_workers=num_workers)[0], jpeg_compress(x[:1]).squeeze(0))
+
+
+def test_resolve_cushion_is_the_one_conversion():
+    from monai_aegis.networks import AegisWrapper, CushionLayer, resolve_cushion
+
+    assert resolve_cushion(None) is None and resolve_cushion("none") is None and resolve_cushion("None") is None
+    layer = resolve_cushion("jpeg80")
+    assert isinstance(layer, CushionLayer) and layer.get_config()["quality"] == 80
+    assert resolve_cushion("jpeg", quality=55).get_config()["quality"] == 55
+    assert resolve_cushion(layer) is layer
+    custom = torch.nn.Identity()
+    assert resolve_cushion(custom) is custom  # any module with the Cushion's contract, as is
+    wrapped = resolve_cushion(lambda x: x.clamp(0.1, 0.9))
+    assert isinstance(wrapped, CushionLayer) and float(wrapped(torch.zeros(1, 1, 4, 4)).min()) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="without a Cushion"):
+        resolve_cushion(None, quality=3)
+    with pytest.raises(ValueError, match="existing CushionLayer"):
+        resolve_cushion(layer, quality=3)
+    with pytest.raises(ValueError, match="must be None"):
+        resolve_cushion(3)
+    with pytest.raises(ValueError):
+        resolve_cushion("jpg80")
+    w = AegisWrapper(torch.nn.Conv2d(1, 2, 1), cushion="none")
+    assert w.cushion is None and w.cushion_spec() is None
+    assert AegisWrapper(torch.nn.Conv2d(1, 2, 1), cushion="tvm").cushion_spec()["method"] == "tvm"

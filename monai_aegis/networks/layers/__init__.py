@@ -7,6 +7,7 @@ from .cushion import (
     cushion_from_name,
     jpeg_compress,
     reduce_bit_depth,
+    resolve_cushion,
     tv_minimize,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "cushion_from_name",
     "jpeg_compress",
     "reduce_bit_depth",
+    "resolve_cushion",
     "tv_minimize",
 ]

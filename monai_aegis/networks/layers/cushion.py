@@ -43,6 +43,7 @@ __all__ = [
     "bpda",
     "cushion_from_config",
     "cushion_from_name",
+    "resolve_cushion",
     "jpeg_compress",
     "reduce_bit_depth",
     "tv_minimize",
@@ -673,3 +674,32 @@ def cushion_from_name(name: str, **overrides: Any) -> CushionLayer:
     config = dict(look_up_option(str(name).lower(), options))
     config.update(overrides)
     return CushionLayer(**config)
+
+
+def resolve_cushion(cushion: str | nn.Module | Callable[[torch.Tensor], torch.Tensor] | None,
+                    **kwargs: Any) -> nn.Module | None:
+    """The one conversion of a Cushion setting into a layer, used wherever a Cushion is given by the user.
+
+    Args:
+        cushion: ``None`` or ``"none"`` (no Cushion); a preset or method name (``"jpeg80"``, ``"tvm"``, ``"jpeg"``,
+            ... -- :func:`cushion_from_name`); an ``nn.Module`` (a :class:`CushionLayer`, or any module with the
+            same contract: ``(B, C, *spatial)`` in ``[0, 1]`` -> same), returned as is; or another callable, wrapped
+            in ``CushionLayer(method=callable)``.
+        kwargs: layer options (``quality``, ``proxy``, ...), with a name or a callable only.
+
+    Raises:
+        ValueError: for an unknown name, options with a module or ``None``, or another type.
+    """
+    if cushion is None or (isinstance(cushion, str) and cushion.lower() == "none"):
+        if kwargs:
+            raise ValueError(f"Options {sorted(kwargs)} given without a Cushion.")
+        return None
+    if isinstance(cushion, str):
+        return cushion_from_name(cushion, **kwargs)
+    if isinstance(cushion, nn.Module):
+        if kwargs:
+            raise ValueError(f"Options {sorted(kwargs)} cannot be applied to an existing {type(cushion).__name__}.")
+        return cushion
+    if callable(cushion):
+        return CushionLayer(method=cushion, **kwargs)
+    raise ValueError(f"cushion must be None, a preset name, a module or a callable, got {type(cushion).__name__}.")

@@ -1,4 +1,4 @@
-from .aegis import AegisWrapper, calibrated_thresholds, iterate_images, per_sample_threshold
+from .aegis import SHIELD_INPUTS, AegisWrapper, build_aegis, calibrated_thresholds, iterate_images, per_sample_threshold
 from .classifiers import (
     CLASSIFIERS,
     SMALL_VGG_LAYERS,
@@ -12,9 +12,11 @@ from .shield import Shield, feature_shapes
 
 __all__ = [
     "CLASSIFIERS",
+    "SHIELD_INPUTS",
     "SMALL_VGG_LAYERS",
     "AegisWrapper",
     "Shield",
+    "build_aegis",
     "build_classifier",
     "feature_shapes",
     "calibrated_thresholds",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -13,10 +12,17 @@ from torch import nn
 
 from ...utils.io import atomic_torch_save, safe_torch_load
 from ...utils.validation import check_image_batch
-from ..hooks import FeatureHooks, resolve_layer_names
+from ..hooks import INPUT_LAYER, FeatureHooks, resolve_layer_names
 from .shield import Shield
 
-__all__ = ["AegisWrapper", "calibrated_thresholds", "iterate_images"]
+__all__ = [
+    "SHIELD_INPUTS",
+    "AegisWrapper",
+    "build_aegis",
+    "calibrated_thresholds",
+    "iterate_images",
+    "per_sample_threshold",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,15 +138,14 @@ class AegisWrapper(nn.Module):
         self.classifier = classifier
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.shield = shield
-        if isinstance(cushion, str):
-            from ..layers import cushion_from_name
+        from ..layers.cushion import resolve_cushion
 
-            cushion = cushion_from_name(cushion)
-        self.cushion = cushion
+        self.cushion = resolve_cushion(cushion)
         if shield is not None:
             names = shield.layer_names if layer_names is None else resolve_layer_names(classifier, layer_names)
             if tuple(names) != tuple(shield.layer_names):
-                raise ValueError(f"layer_names {list(names)} differ from the Shield's layers {list(shield.layer_names)}.")
+                raise ValueError(f"layer_names {list(names)} differ from the Shield's layers "
+                                 f"{list(shield.layer_names)}.")
             self.layer_names: tuple[str, ...] = resolve_layer_names(classifier, names)
         else:
             self.layer_names = resolve_layer_names(classifier, layer_names) if layer_names is not None else ()
@@ -244,7 +249,9 @@ class AegisWrapper(nn.Module):
 
     # ------------------------------------------------------------------ calibration
     @torch.no_grad()
-    def shield_scores(self, data: Any, batch_size: int = 32, image_key: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+    def shield_scores(
+        self, data: Any, batch_size: int = 32, image_key: str = "image"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean logits of the predicted class and the predictions over a dataset: ``(scores (N,), pred (N,))``."""
         if self.shield is None:
             raise RuntimeError("AegisWrapper has no Shield to score with.")
@@ -302,7 +309,12 @@ class AegisWrapper(nn.Module):
         return self.threshold.clone()
 
     # ------------------------------------------------------------------ persistence
-    def _cushion_spec(self) -> Any:
+    def cushion_spec(self) -> dict[str, Any] | None:
+        """The Cushion's config (``CushionLayer.get_config()``, what :meth:`save` stores), ``None`` without one.
+
+        Raises:
+            ValueError: a custom cushion module without ``get_config()``.
+        """
         if self.cushion is None:
             return None
         get_config = getattr(self.cushion, "get_config", None)
@@ -325,7 +337,7 @@ class AegisWrapper(nn.Module):
                 "classifier_state": self.classifier.state_dict(),
                 "shield_config": None if self.shield is None else self.shield.get_config(),
                 "shield_state": None if self.shield is None else self.shield.state_dict(),
-                "cushion": self._cushion_spec(),
+                "cushion": self.cushion_spec(),
                 "threshold": self.threshold.detach().cpu(),
                 "calibration": dict(self.calibration),
                 "input_shape": None if self.input_shape is None else list(self.input_shape),
@@ -375,3 +387,70 @@ class AegisWrapper(nn.Module):
             wrapper.set_threshold(ckpt["threshold"])
         wrapper.calibration = dict(ckpt.get("calibration", {}))
         return wrapper.to(next(iter(classifier.parameters())).device)
+
+
+#: what the Shield reads: the classifier's hooked features, the (cushioned) image through a small CNN of its own,
+#: or both
+SHIELD_INPUTS = ("features", "input", "both")
+
+
+def build_aegis(
+    classifier: nn.Module,
+    input_shape: Sequence[int],
+    num_classes: int,
+    layer_names: Sequence[str] | str | None = None,
+    cushion: str | nn.Module | None = "jpeg80",
+    shield_width: int = 32,
+    shield_hidden: int = 64,
+    device: Any = "cpu",
+    shield_inputs: str = "features",
+    input_depth: int = 4,
+    seed: int | None = None,
+) -> AegisWrapper:
+    """An :class:`~monai_aegis.networks.AegisWrapper` around ``classifier`` with a fresh Shield sized by a dry run.
+
+    Args:
+        classifier: the (frozen) classifier; logits ``(B, num_classes)``.
+        input_shape: ``(C, H, W)`` of the preprocessed images.
+        num_classes: number of classes.
+        layer_names: hooked layers: names, a preset key (``"resnet50"``, ``"vgg16"``, ``"monai_densenet"``...), or
+            ``None`` for the architecture's preset (``block1..4`` for ``small_vgg``).
+        cushion: a Cushion preset name (``"jpeg80"``, ``"bit_depth4"``, ``"tvm"``...), a module, or ``None``.
+        shield_width: channels per class in each Shield branch.
+        shield_hidden: hidden units per class of the Shield's fusion MLP.
+        shield_inputs: ``"features"`` (the paper's Shield: hooked classifier features), ``"input"`` (only a small
+            CNN of the Shield's own on the cushioned image, :data:`~monai_aegis.networks.INPUT_LAYER`) or
+            ``"both"`` -- the ablation switch of the robust input branch.
+        input_depth: 3x3 convolutions of the input branch.
+        seed: seed of the Shield's initial weights (drawn from a private generator state, so torch's global RNG is
+            left as it was); ``None``: from torch's global RNG.
+    """
+    from monai.utils import look_up_option
+
+    from ..layers.cushion import resolve_cushion
+
+    mode = look_up_option(str(shield_inputs), SHIELD_INPUTS)
+    layers: tuple[str, ...] = ()
+    if mode != "input":
+        layers = tuple(n for n in resolve_layer_names(classifier, layer_names or None) if n != INPUT_LAYER)
+    if mode != "features":
+        layers = (INPUT_LAYER, *layers)
+    cushion_mod = resolve_cushion(cushion)
+    classifier = classifier.to(device).eval()
+    shape = tuple(int(s) for s in input_shape)
+    param = next(iter(classifier.parameters()), None)
+    try:
+        with torch.no_grad():
+            logits = classifier(torch.zeros((1, *shape), device=device, dtype=None if param is None else param.dtype))
+    except RuntimeError as e:
+        raise ValueError(f"the classifier cannot take images of input_shape {shape} (C, *spatial): {e}") from e
+    if logits.ndim != 2 or logits.shape[1] != int(num_classes):
+        raise ValueError(f"num_classes is {num_classes}, but the classifier outputs logits of shape "
+                         f"{tuple(logits.shape)} (expected (B, {num_classes})).")
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
+                                        preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
+                                        input_depth=int(input_depth))
+    return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape).to(device)

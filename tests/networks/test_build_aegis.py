@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from monai_aegis.bundle import build_aegis
-from monai_aegis.networks import INPUT_LAYER, AegisWrapper
+from monai_aegis.networks import INPUT_LAYER, AegisWrapper, build_aegis
 from monai_aegis.networks.nets import small_vgg
 
 
@@ -63,3 +62,39 @@ def test_build_aegis_checks_classes_and_input_shape():
         build_aegis(clf, (3, 32, 32), 2, shield_width=2, shield_hidden=4)
     w = build_aegis(clf, (1, 32, 32), 2, shield_width=2, shield_hidden=4)
     assert w.input_shape == (1, 32, 32)
+
+
+def test_resnet50_preset_builds():
+    tv = pytest.importorskip("torchvision")
+    clf = tv.models.resnet50(weights=None, num_classes=2)
+    wrapper = build_aegis(clf, (3, 64, 64), 2, layer_names=None, cushion="jpeg80", shield_width=4, shield_hidden=8)
+    assert wrapper.layer_names == ("layer1.0", "layer2.0", "layer3.0", "layer4.0")  # blocks 1, 4, 8, 14
+    wrapper.calibrate(torch.rand(8, 3, 64, 64), tnr=0.9, min_per_class=100)
+    out = wrapper.screen(torch.rand(2, 3, 64, 64))
+    assert out["logits"].shape == (2, 2) and out["accept"].shape == (2,)
+
+
+def test_monai_densenet121_preset_builds():
+    from monai.networks.nets import DenseNet121
+
+    clf = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
+    wrapper = build_aegis(clf, (1, 64, 64), 2, layer_names=None, cushion="bit_depth4", shield_width=4, shield_hidden=8)
+    assert wrapper.layer_names == ("features.transition1", "features.transition2", "features.transition3",
+                                   "features.norm5")
+    logits, feats = wrapper.forward_features(torch.rand(2, 1, 64, 64))
+    assert logits.shape == (2, 2) and list(feats) == list(wrapper.layer_names)
+
+
+def test_vgg16_preset_from_config_entry():
+    pytest.importorskip("torchvision")
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"net": {"_target_": "torchvision.models.vgg16", "num_classes": 2}})
+    wrapper = build_aegis(parser.get_parsed_content("net"), (3, 64, 64), 2, "vgg16", cushion=None, shield_width=2,
+                          shield_hidden=4)
+    assert wrapper.layer_names == ("features.6", "features.13", "features.20", "features.27")
+
+
+def test_unknown_layer_name_is_reported():
+    with pytest.raises(ValueError, match="unknown layer name 'blok1'"):
+        build_aegis(small_vgg(1, 2, width=4), (1, 32, 32), 2, layer_names=["blok1"])
