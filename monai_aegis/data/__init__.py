@@ -3,7 +3,13 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""Datasets for monai_aegis: readers into MONAI datalists, patient-grouped splits, preprocessing, embedded sample."""
+"""Datasets for monai_aegis: readers into MONAI datalists, patient-grouped splits, the embedded sample.
+
+The preprocessing (``classification_transforms`` and its transforms) lives in :mod:`monai_aegis.transforms`; the old
+names here still resolve, with a ``FutureWarning``.
+"""
+
+from typing import Any
 
 from .datalist import (
     FUNDUS_FORMATS,
@@ -20,33 +26,13 @@ from .datalist import (
 )
 from .sample import SAMPLE_SPLITS, load_sample_arrays, load_sample_datalist, sample_dir
 from .split import patient_grouped_partition, patient_grouped_split
-from .transforms import (
-    ConvertChannels,
-    ConvertChannelsD,
-    ConvertChannelsd,
-    ConvertChannelsDict,
-    ScaleIntensityByDtype,
-    ScaleIntensityByDtypeD,
-    ScaleIntensityByDtyped,
-    ScaleIntensityByDtypeDict,
-    classification_transforms,
-)
 
 __all__ = [
-    "ConvertChannels",
-    "ConvertChannelsD",
-    "ConvertChannelsDict",
-    "ConvertChannelsd",
     "FUNDUS_FORMATS",
     "IMAGE_EXTENSIONS",
     "KERMANY_CLASSES",
     "SAMPLE_SPLITS",
-    "ScaleIntensityByDtype",
-    "ScaleIntensityByDtypeD",
-    "ScaleIntensityByDtypeDict",
-    "ScaleIntensityByDtyped",
     "check_datalist",
-    "classification_transforms",
     "expand_image_paths",
     "fundus_datalist",
     "image_datalist",
@@ -60,3 +46,27 @@ __all__ = [
     "patient_grouped_split",
     "sample_dir",
 ]
+
+#: preprocessing names that moved to monai_aegis.transforms (resolved lazily, with a FutureWarning)
+_MOVED_TO_TRANSFORMS = (
+    "ConvertChannels",
+    "ConvertChannelsD",
+    "ConvertChannelsd",
+    "ConvertChannelsDict",
+    "ScaleIntensityByDtype",
+    "ScaleIntensityByDtypeD",
+    "ScaleIntensityByDtyped",
+    "ScaleIntensityByDtypeDict",
+    "classification_transforms",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_TRANSFORMS:
+        import warnings
+
+        from .. import transforms
+
+        warnings.warn(f"monai_aegis.data.{name} moved to monai_aegis.transforms.{name}.", FutureWarning, stacklevel=2)
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

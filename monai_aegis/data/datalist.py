@@ -7,7 +7,7 @@
 
 A *datalist* is a list of dicts ``[{"image": path, "label": int, ...}, ...]``, the input of
 :class:`monai.data.Dataset` / :class:`monai.data.CacheDataset` with :class:`monai.transforms.LoadImaged`
-(see :func:`monai_aegis.data.classification_transforms`). Every reader returns absolute paths as ``str``,
+(see :func:`monai_aegis.transforms.classification_transforms`). Every reader returns absolute paths as ``str``,
 sorted deterministically, and raises a clear error for bad data (missing folder, empty class folder,
 CSV without the needed columns, label out of range, missing image).
 

@@ -55,7 +55,7 @@ def _manifest() -> tuple[dict[str, str], ...]:
 
 
 def load_sample_datalist(split: str | None = None) -> list[dict[str, Any]]:
-    """Datalist of the embedded sample, ready for :func:`monai_aegis.data.classification_transforms`.
+    """Datalist of the embedded sample, ready for :func:`monai_aegis.transforms.classification_transforms`.
 
     Args:
         split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for all 320 images.

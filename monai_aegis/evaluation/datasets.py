@@ -33,7 +33,7 @@ def stack_datalist(
     """Load and preprocess every item (``classification_transforms``) and stack them: ``(N, C, H, W)``, ``(N,)``."""
     from monai.data import DataLoader, Dataset
 
-    from ..data import classification_transforms
+    from ..transforms.preprocessing import classification_transforms
 
     if not items:
         raise ValueError("no items to load.")

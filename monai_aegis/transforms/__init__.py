@@ -1,11 +1,48 @@
-from monai_aegis.networks.layers.cushion import resolve_cushion  # re-exported: its home is the Cushion layer
+from monai_aegis.networks.layers.cushion import (
+    resolve_cushion,  # re-exported: its home is the Cushion layer
+)
 
 from .array import Cushion
-from .benign import RandBenignShift, RandBenignShiftD, RandBenignShiftd, RandBenignShiftDict
+from .benign import (
+    RandBenignShift,
+    RandBenignShiftD,
+    RandBenignShiftd,
+    RandBenignShiftDict,
+)
 from .dictionary import CushionD, Cushiond, CushionDict
-from .outlier import OUTLIER_KINDS, RandOutlier, RandOutlierD, RandOutlierd, RandOutlierDict
+from .outlier import (
+    OUTLIER_KINDS,
+    RandOutlier,
+    RandOutlierD,
+    RandOutlierd,
+    RandOutlierDict,
+)
+from .preprocessing import (
+    ConvertChannels,
+    ConvertChannelsD,
+    ConvertChannelsd,
+    ConvertChannelsDict,
+    ScaleIntensityByDtype,
+    ScaleIntensityByDtypeD,
+    ScaleIntensityByDtyped,
+    ScaleIntensityByDtypeDict,
+    classification_transforms,
+)
+from .tolerant import TolerantTransformD, TolerantTransformd, TolerantTransformDict
 
 __all__ = [
+    "ConvertChannels",
+    "ConvertChannelsD",
+    "ConvertChannelsd",
+    "ConvertChannelsDict",
+    "ScaleIntensityByDtype",
+    "ScaleIntensityByDtypeD",
+    "ScaleIntensityByDtyped",
+    "ScaleIntensityByDtypeDict",
+    "classification_transforms",
+    "TolerantTransformD",
+    "TolerantTransformDict",
+    "TolerantTransformd",
     "Cushion",
     "CushionD",
     "CushionDict",

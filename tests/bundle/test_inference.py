@@ -13,11 +13,10 @@ import torch
 from monai_aegis.bundle.screening import (
     SCREENING_COLUMNS,
     ScreeningWriter,
-    TolerantTransformd,
     exit_on_failures,
     screening_datalist,
 )
-from monai_aegis.data import classification_transforms
+from monai_aegis.transforms import TolerantTransformd, classification_transforms
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = {"aegis_cxr": 1, "aegis_fundus": 3}

@@ -12,11 +12,11 @@ from monai.transforms import LoadImaged
 
 from monai_aegis.data import (
     check_datalist,
-    classification_transforms,
     load_sample_arrays,
     load_sample_datalist,
     sample_dir,
 )
+from monai_aegis.transforms import classification_transforms
 
 REPO = Path(__file__).resolve().parents[2]
 

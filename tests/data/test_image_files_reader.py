@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_aegis.data import check_datalist, classification_transforms, image_datalist, list_image_files
+from monai_aegis.data import check_datalist, image_datalist, list_image_files
+from monai_aegis.transforms import classification_transforms
 
 nib = pytest.importorskip("nibabel")
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 
-from monai_aegis.data import check_datalist, classification_transforms, medmnist_datalist
+from monai_aegis.data import check_datalist, medmnist_datalist
+from monai_aegis.transforms import classification_transforms
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ class AegisWrapper(nn.Module):
             raise ValueError(
                 f"{name} has image shape {tuple(x.shape[1:])}, but this Aegis was built and calibrated for {expected}: "
                 "resize the images first, as the bundle's preprocessing does "
-                f"(monai_aegis.data.classification_transforms({expected[-1]}, {expected[0]})).")
+                f"(monai_aegis.transforms.classification_transforms({expected[-1]}, {expected[0]})).")
         return x
 
     def screen(self, x: torch.Tensor, check_input: bool = True) -> dict[str, torch.Tensor]:

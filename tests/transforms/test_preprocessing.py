@@ -3,7 +3,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_aegis.data import (
+from monai_aegis.transforms import (
     ConvertChannels,
     ConvertChannelsd,
     ScaleIntensityByDtype,
@@ -109,3 +109,13 @@ def test_pipeline_bad_arguments():
         classification_transforms(spatial_size=(8, 8, 8))
     with pytest.raises(ValueError, match="channels must be 1"):
         classification_transforms(channels=4)
+
+
+def test_old_data_names_still_resolve_with_a_warning():
+    import monai_aegis.data as data
+    from monai_aegis.transforms import classification_transforms
+
+    with pytest.warns(FutureWarning, match="moved to monai_aegis.transforms.classification_transforms"):
+        assert data.classification_transforms is classification_transforms
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018
