@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils import error_line
+from ..utils import error_line, iter_batches
 
 __all__ = ["accuracy", "is_torchscript", "load_network", "prepare_classifier", "train_classifier"]
 
@@ -93,9 +93,8 @@ def accuracy(model: nn.Module, loader: Any, device: Any = "cpu") -> float:
     """Top-1 accuracy of ``model`` over a loader of ``{"image", "label"}`` batches."""
     model.eval()
     correct = total = 0
-    for batch in loader:
-        x = torch.as_tensor(batch["image"]).to(device)
-        y = torch.as_tensor(batch["label"]).reshape(-1).to(device)
+    for x, y in iter_batches(loader, labels=True):
+        x, y = torch.as_tensor(x).to(device), torch.as_tensor(y).reshape(-1).to(device)
         correct += int((model(x).argmax(1) == y).sum())
         total += int(y.numel())
     if total == 0:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..utils import atomic_torch_save, safe_torch_load
+from ..utils import atomic_torch_save, safe_torch_load, stack_batches
 
 __all__ = ["DATASETS", "load_evaluation_splits", "stack_datalist", "stack_loader"]
 
@@ -42,20 +42,8 @@ def stack_datalist(
     return stack_loader(DataLoader(ds, batch_size=batch_size, num_workers=0))
 
 
-def stack_loader(loader: Any, max_items: int | None = None) -> Split:
-    """Concatenate a loader of ``{"image", "label"}`` batches into ``(images, labels)`` tensors, stopping once
-    ``max_items`` are read (then truncated to exactly that many)."""
-    xs, ys, n = [], [], 0
-    for batch in loader:
-        xs.append(torch.as_tensor(batch["image"]).float())
-        ys.append(torch.as_tensor(batch["label"]).long().reshape(-1))
-        n += xs[-1].shape[0]
-        if max_items is not None and n >= max_items:
-            break
-    if not xs:
-        raise ValueError("stack_loader: the loader yielded no batches.")
-    x, y = torch.cat(xs), torch.cat(ys)
-    return (x, y) if max_items is None else (x[:max_items], y[:max_items])
+#: :func:`monai_aegis.utils.stack_batches` under the name the bundles have used (``stack_loader(loader, max_items)``)
+stack_loader = stack_batches
 
 
 def _partition(items: list[dict[str, Any]], val_fraction: float, holdout_fraction: float, seed: int) -> dict:

@@ -14,6 +14,7 @@ from ..attacks import Attack, make_aegis_attack
 from ..attacks.targets import other_class_targets  # re-exported: the evaluation's seeded targets
 from ..metrics import detection_auroc, tpr_at_tnr, tpr_key
 from ..networks.nets.aegis import AegisWrapper
+from ..utils.batches import iter_batches
 from ..utils.validation import check_labels
 
 __all__ = ["ShieldDetectionResult", "detection_metrics", "evaluate_shield_detection", "other_class_targets"]
@@ -93,17 +94,6 @@ class ShieldDetectionResult:
         return out
 
 
-def _batches(data: Any, image_key: str, label_key: str) -> Any:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        yield data
-        return
-    for batch in data:
-        if isinstance(batch, Mapping):
-            yield batch[image_key], batch[label_key]
-        else:
-            yield batch[0], batch[1]
-
-
 def evaluate_shield_detection(
     wrapper: AegisWrapper,
     data: Any,
@@ -138,7 +128,7 @@ def evaluate_shield_detection(
     was_training = wrapper.training
     wrapper.eval()
     try:
-        for i, (x, y) in enumerate(_batches(data, image_key, label_key)):
+        for i, (x, y) in enumerate(iter_batches(data, None, image_key, label_key, labels=True)):
             if max_batches is not None and i >= max_batches:
                 break
             x = convert_to_tensor(x, track_meta=False).to(device)

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from ..networks.nets.aegis import AegisWrapper, iterate_images
+from ..networks.nets.aegis import AegisWrapper
+from ..utils.batches import iter_batches
 
 __all__ = ["outlier_acceptance"]
 
@@ -67,7 +68,7 @@ def outlier_acceptance(
     try:
         for name, x in sets.items():
             accept, pred = [], []
-            for xb in iterate_images(x, batch_size):
+            for xb in iter_batches(x, batch_size):
                 out = wrapper.screen(xb.to(device))
                 accept.append(out["accept"].cpu())
                 pred.append(out["pred"].cpu())

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.utils import convert_to_tensor
 from torch import nn
 
 from ..attacks import DEFAULT_EPS_LINF, make_aegis_attack, make_attack
@@ -47,7 +46,7 @@ from ..detectors import DNNDetector, KernelDensityDetector, LIDDetector, Mahalan
 from ..metrics import threshold_at_tnr, tpr_key
 from ..networks import AegisWrapper, FeatureHooks, Shield, per_sample_threshold, resolve_cushion
 from ..networks.nets.classifiers import architecture_name
-from ..utils import json_safe
+from ..utils import json_safe, stack_batches
 from .config import SettingsMixin, attack_key, attack_spec, check_unique_labels
 from .detection import detection_metrics, other_class_targets
 from .progress import Progress
@@ -213,30 +212,6 @@ def default_layer_subsets(layers: Sequence[str]) -> OrderedDict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def _as_tensors(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """An ``(images, labels)`` pair from a tensor pair or an iterable of batches (dicts or pairs)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        x, y = data
-    else:
-        xs, ys = [], []
-        for batch in data:
-            if isinstance(batch, Mapping):
-                xs.append(batch["image"])
-                ys.append(batch["label"])
-            else:
-                xs.append(batch[0])
-                ys.append(batch[1])
-        if not xs:
-            raise ValueError(f"{name} is empty.")
-        x, y = torch.cat([convert_to_tensor(v, track_meta=False) for v in xs]), torch.cat(
-            [convert_to_tensor(v, track_meta=False).reshape(len(v), -1)[:, 0] for v in ys])
-    x = convert_to_tensor(x, track_meta=False).float().cpu()
-    y = convert_to_tensor(y, track_meta=False).reshape(x.shape[0], -1)[:, 0].long().cpu()
-    if x.ndim < 4 or x.shape[0] == 0:
-        raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
-    return x, y
-
-
 def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None or n <= 0 or n >= x.shape[0]:
         return x, y
@@ -507,19 +482,19 @@ def run_evaluation(
     wrapper.eval()
 
     # -------------------------------------------------------------------- data
-    x_tr, y_tr = _subset(*_as_tensors(train_data, "train_data"), cfg.n_fit, cfg.seed)
+    x_tr, y_tr = _subset(*stack_batches(train_data, name="train_data"), cfg.n_fit, cfg.seed)
     if isinstance(eval_data, Mapping):
-        splits = {str(k): _subset(*_as_tensors(v, f"eval_data[{k!r}]"), cfg.max_eval, cfg.seed + i)
+        splits = {str(k): _subset(*stack_batches(v, name=f"eval_data[{k!r}]"), cfg.max_eval, cfg.seed + i)
                   for i, (k, v) in enumerate(eval_data.items())}
     else:
-        splits = {"eval": _subset(*_as_tensors(eval_data, "eval_data"), cfg.max_eval, cfg.seed)}
+        splits = {"eval": _subset(*stack_batches(eval_data, name="eval_data"), cfg.max_eval, cfg.seed)}
     if not splits:
         raise ValueError("eval_data holds no split.")
     if val_data is None:
         x_val, val_source = x_tr, "training images (no validation data given)"
         notes.append("No validation data was given: acceptance thresholds are calibrated on the training images.")
     else:
-        x_val, val_source = _as_tensors(val_data, "val_data")[0], "validation images"
+        x_val, val_source = stack_batches(val_data, name="val_data")[0], "validation images"
     ablation_split = cfg.ablation_split or next(iter(splits))
     if ablation_split not in splits:
         raise ValueError(f"ablation_split {ablation_split!r} is not an evaluation split ({list(splits)}).")

@@ -18,7 +18,6 @@ from .nets import (
     build_aegis,
     calibrated_thresholds,
     feature_shapes,
-    iterate_images,
     per_sample_threshold,
 )
 
@@ -40,7 +39,6 @@ __all__ = [
     "cushion_from_name",
     "default_layer_names",
     "feature_shapes",
-    "iterate_images",
     "jpeg_compress",
     "pool_features",
     "reduce_bit_depth",

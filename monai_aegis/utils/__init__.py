@@ -1,3 +1,4 @@
+from .batches import iter_batches, stack_batches
 from .io import (
     atomic_torch_save,
     atomic_write,
@@ -20,8 +21,10 @@ __all__ = [
     "check_positive",
     "check_value_range",
     "error_line",
+    "iter_batches",
     "json_safe",
     "RandomStates",
     "safe_torch_load",
+    "stack_batches",
     "state_fingerprint",
 ]

@@ -1,4 +1,4 @@
-from .aegis import SHIELD_INPUTS, AegisWrapper, build_aegis, calibrated_thresholds, iterate_images, per_sample_threshold
+from .aegis import SHIELD_INPUTS, AegisWrapper, build_aegis, calibrated_thresholds, per_sample_threshold
 from .classifiers import (
     CLASSIFIERS,
     SMALL_VGG_LAYERS,
@@ -21,7 +21,6 @@ __all__ = [
     "feature_shapes",
     "calibrated_thresholds",
     "per_sample_threshold",
-    "iterate_images",
     "load_classifier",
     "resnet18_classifier",
     "save_classifier",

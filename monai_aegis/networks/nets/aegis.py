@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from ...utils.batches import iter_batches
 from ...utils.io import atomic_torch_save, safe_torch_load
 from ...utils.validation import check_image_batch
 from ..hooks import INPUT_LAYER, FeatureHooks, resolve_layer_names
@@ -20,31 +21,12 @@ __all__ = [
     "AegisWrapper",
     "build_aegis",
     "calibrated_thresholds",
-    "iterate_images",
     "per_sample_threshold",
 ]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = "monai_aegis.AegisWrapper/1"
-
-
-def iterate_images(data: Any, batch_size: int = 32, image_key: str = "image") -> Iterable[torch.Tensor]:
-    """Yield image batches from a ``(N, C, *spatial)`` tensor (chunked), or from an iterable of batches that are
-    tensors, ``(image, label)`` tuples or MONAI dictionaries (``image_key``), e.g. a ``DataLoader``."""
-    if isinstance(data, torch.Tensor):
-        yield from data.split(int(batch_size))
-        return
-    for batch in data:
-        if isinstance(batch, Mapping):
-            if image_key not in batch:
-                raise KeyError(f"batch has no key {image_key!r}; keys are {list(batch)}.")
-            batch = batch[image_key]
-        elif isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        if not isinstance(batch, torch.Tensor):
-            raise TypeError(f"expected image batches as tensors, got {type(batch).__name__}.")
-        yield batch
 
 
 def per_sample_threshold(threshold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -259,7 +241,7 @@ class AegisWrapper(nn.Module):
         self.eval()
         scores, preds = [], []
         try:
-            for xb in iterate_images(data, batch_size, image_key):
+            for xb in iter_batches(data, batch_size, image_key):
                 device = next(self.classifier.parameters()).device
                 logits, feats = self.forward_features(xb.to(device))
                 pred = logits.argmax(1)

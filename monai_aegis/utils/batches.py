@@ -1,0 +1,107 @@
+"""Reading batches: the one way every part of the package takes images (and labels) from what a user hands it.
+
+Accepted everywhere: a ``(N, C, *spatial)`` image tensor (images only), an ``(images, labels)`` tensor pair, or an
+iterable of batches -- tensors, ``(image, label)`` tuples / lists, or MONAI dictionaries (``image_key`` /
+``label_key``), e.g. a ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["iter_batches", "stack_batches"]
+
+
+def _is_pair(data: Any) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(v, torch.Tensor) for v in data)
+
+
+def iter_batches(
+    data: Any,
+    batch_size: int | None = 32,
+    image_key: str = "image",
+    label_key: str = "label",
+    labels: bool = False,
+) -> Iterator[Any]:
+    """Yield image batches, or ``(images, labels)`` pairs with ``labels=True``.
+
+    Args:
+        data: see the module docstring.
+        batch_size: chunk size for tensor inputs (``None``: the whole tensor as one batch); an iterable's own
+            batches are yielded as they come.
+        image_key, label_key: keys of dictionary batches.
+        labels: yield ``(images, labels)``; an input without labels is then an error.
+
+    Raises:
+        KeyError: a dictionary batch without ``image_key`` / ``label_key``.
+        TypeError: a batch that is not one of the accepted forms, or images without labels when labels are needed.
+    """
+
+    def chunks(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (t,) if batch_size is None else t.split(int(batch_size))
+
+    if isinstance(data, torch.Tensor):
+        if labels:
+            raise TypeError("labels are needed: give (images, labels) or batches with labels, not an image tensor.")
+        yield from chunks(data)
+        return
+    if _is_pair(data):
+        x, y = data
+        if labels:
+            yield from zip(chunks(x), chunks(y))
+        else:
+            yield from chunks(x)
+        return
+    for batch in data:
+        if isinstance(batch, Mapping):
+            missing = [k for k in ((image_key, label_key) if labels else (image_key,)) if k not in batch]
+            if missing:
+                raise KeyError(f"batch has no key {missing[0]!r}; keys are {list(batch)}.")
+            x, y = batch[image_key], batch.get(label_key)
+        elif isinstance(batch, (tuple, list)):
+            x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        elif isinstance(batch, torch.Tensor):
+            x, y = batch, None
+        else:
+            raise TypeError(f"expected image batches as tensors, pairs or dicts, got {type(batch).__name__}.")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected image batches as tensors, got {type(x).__name__}.")
+        if labels:
+            if y is None:
+                raise TypeError("labels are needed, but a batch holds images only.")
+            yield x, y
+        else:
+            yield x
+
+
+def stack_batches(
+    data: Any,
+    max_items: int | None = None,
+    image_key: str = "image",
+    label_key: str = "label",
+    name: str = "data",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of ``data`` as ``(images (N, C, *spatial) float32, labels (N,) int64)`` on the CPU, plain tensors (no
+    MONAI metadata), stopping once ``max_items`` are read (then truncated to exactly that many).
+
+    Raises:
+        ValueError: no images, or images that are not ``(N, C, *spatial)``.
+    """
+    xs, ys, n = [], [], 0
+    for x, y in iter_batches(data, None, image_key, label_key, labels=True):
+        x = torch.as_tensor(x).as_subclass(torch.Tensor).detach().float().cpu()
+        y = torch.as_tensor(y).as_subclass(torch.Tensor).detach().reshape(x.shape[0], -1)[:, 0].long().cpu()
+        xs.append(x)
+        ys.append(y)
+        n += x.shape[0]
+        if max_items is not None and n >= max_items:
+            break
+    if not xs or n == 0:
+        raise ValueError(f"{name} is empty (no images).")
+    x, y = torch.cat(xs), torch.cat(ys)
+    if x.ndim < 4:
+        raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
+    return (x, y) if max_items is None else (x[:max_items], y[:max_items])

@@ -1,0 +1,54 @@
+"""iter_batches / stack_batches: the one reader of images and labels from tensors, pairs, loaders and dicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import DataLoader, Dataset, MetaTensor
+
+from monai_aegis.utils import iter_batches, stack_batches
+
+
+def _data(n=10):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 4, 4, generator=g), torch.arange(n) % 2
+
+
+def test_every_accepted_form_gives_the_same_images_and_labels():
+    x, y = _data()
+    forms = {
+        "pair": (x, y),
+        "list pair": [x, y],
+        "tuples": [(x[:6], y[:6]), (x[6:], y[6:])],
+        "dicts": [{"image": x[:3], "label": y[:3]}, {"image": x[3:], "label": y[3:]}],
+        "loader": DataLoader(Dataset([{"image": x[i], "label": y[i]} for i in range(10)]), batch_size=4),
+        "meta": [{"image": MetaTensor(x), "label": y.view(-1, 1)}],
+    }
+    for name, data in forms.items():
+        xs, ys = stack_batches(data, name=name)
+        assert type(xs) is torch.Tensor and xs.dtype == torch.float32 and ys.dtype == torch.int64, name
+        assert torch.equal(xs, x) and torch.equal(ys, y), name
+        assert torch.equal(torch.cat(list(iter_batches(data, 3))), x), name
+    assert [b.shape[0] for b in iter_batches(x, 4)] == [4, 4, 2]
+    assert [b.shape[0] for b in iter_batches(x, None)] == [10]
+    assert [b[0].shape[0] for b in iter_batches((x, y), 4, labels=True)] == [4, 4, 2]
+
+
+def test_max_items_and_errors():
+    x, y = _data()
+    xs, ys = stack_batches([(x[:4], y[:4]), (x[4:], y[4:])], max_items=5)
+    assert xs.shape[0] == 5 and torch.equal(ys, y[:5])
+    with pytest.raises(ValueError, match="val_data is empty"):
+        stack_batches([], name="val_data")
+    with pytest.raises(ValueError, match=r"\(N, C, \*spatial\)"):
+        stack_batches((torch.rand(4, 4), torch.zeros(4)))
+    with pytest.raises(TypeError, match="labels are needed"):
+        stack_batches(x)
+    with pytest.raises(TypeError, match="images only"):
+        list(iter_batches([x], labels=True))
+    with pytest.raises(KeyError, match="'label'"):
+        list(iter_batches([{"image": x}], labels=True))
+    with pytest.raises(KeyError, match="'img'"):
+        list(iter_batches([{"image": x}], image_key="img"))
+    with pytest.raises(TypeError, match="got str"):
+        list(iter_batches(["a"]))
