@@ -324,15 +324,8 @@ def evaluate_bundle(
     val = stack_loader(val_loader)
     test = stack_loader(test_loader, config.get("max_eval"))
     results = run_evaluation(wrapper, train, {"test": test}, val, config, output_dir=output_dir)
-    from ..evaluation.report import check_line
-    from ..evaluation.worst_case import curve_summary
+    from ..evaluation.report import summary_lines
 
     lines = [f"wrote {output_dir}/report.md and results.json in {results['timing']['total']:.0f} s"]
-    for split, rec in results.get("worst_case", {}).get("splits", {}).items():
-        lines.append(f"worst-case robust accuracy (rejected or still correct), split {split}:")
-        lines += ["  " + line for line in curve_summary(rec).splitlines()]
-        lines += [f"  {check_line(c)}" for c in rec["checks"]]
-    for c in results["sanity"]["checks"]:
-        lines.append(f"  {check_line(c)}")
-    print("\n".join(lines), flush=True)
+    print("\n".join(lines + summary_lines(results)), flush=True)
     return results

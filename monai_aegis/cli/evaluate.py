@@ -67,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import EvaluationConfig, run_evaluation
-    from ..evaluation.report import check_line
-    from ..evaluation.worst_case import curve_summary
-    from ..networks.nets.classifiers import build_classifier, load_classifier
     from ..evaluation.datasets import load_evaluation_splits
+    from ..evaluation.report import summary_lines
     from ..networks import AegisWrapper
+    from ..networks.nets.classifiers import build_classifier, load_classifier
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kind, _, root = args.data.partition(":")
@@ -117,11 +116,5 @@ def run(args: argparse.Namespace) -> int:
                              output_dir=args.output, substitute=substitute)
     print(f"wrote {args.output}/report.md and results.json ({len(results['detection'])} detection results, "
           f"{results['timing']['total']:.0f} s)")
-    for split, rec in results.get("worst_case", {}).get("splits", {}).items():
-        print(f"worst-case robust accuracy (rejected or still correct), split {split}:")
-        print("\n".join("  " + line for line in curve_summary(rec).splitlines()))
-        for c in rec["checks"]:
-            print(f"  {check_line(c)}")
-    for c in results["sanity"]["checks"]:
-        print(f"  {check_line(c)}")
+    print("\n".join(summary_lines(results)))
     return 0

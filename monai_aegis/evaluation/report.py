@@ -16,6 +16,7 @@ from ..metrics import roc_curve
 from ..utils import atomic_write_json, atomic_write_text
 from ..utils.io import atomic_write
 from .schema import validate_results
+from .worst_case import curve_summary
 
 __all__ = ["check_line", "render_report", "worst_case_lines", "write_outputs"]
 
@@ -56,6 +57,18 @@ def check_line(check: Mapping[str, Any], bold: bool = False) -> str:
     mark = "PASS" if passed else ("n/a" if passed is None else ("**FAIL**" if bold else "FAIL"))
     detail = f" ({check['detail']})" if check.get("detail") else ""
     return f"{mark}: {check['name']}{detail}"
+
+
+def summary_lines(results: Mapping[str, Any]) -> list[str]:
+    """The console summary of an evaluation (``run_evaluation`` results): the worst-case curve of every split with
+    its checks, then the sanity checks -- what ``evaluate`` and the bundle's ``evaluate.json`` print."""
+    lines: list[str] = []
+    for split, rec in results.get("worst_case", {}).get("splits", {}).items():
+        lines.append(f"worst-case robust accuracy (rejected or still correct), split {split}:")
+        lines += ["  " + line for line in curve_summary(rec).splitlines()]
+        lines += [f"  {check_line(c)}" for c in rec["checks"]]
+    lines += [f"  {check_line(c)}" for c in results["sanity"]["checks"]]
+    return lines
 
 
 def _eps(e: float) -> str:
