@@ -1,4 +1,4 @@
-"""Toy models and data shared by the tests: a tiny named convnet, separable synthetic images, a quick trainer."""
+"""Toy models and data shared by the tests: a tiny named convnet, separable synthetic images, quick trainers."""
 
 from __future__ import annotations
 
@@ -49,3 +49,18 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 150, 
     for p in model.parameters():
         p.grad = None
     return model
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int = 32) -> nn.Module:
+    """Mini-batch Adam with a fresh shuffle per epoch from torch's global RNG (seed it before building the model):
+    the small classifiers the engine and evaluation tests share."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toys import fit
 
 from monai_aegis.data import load_sample_arrays
 
@@ -30,17 +31,7 @@ def sample_arrays():
 def trained_classifier(sample_arrays):
     torch.manual_seed(0)
     x, y = sample_arrays["train"]
-    clf = small_cnn()
-    opt = torch.optim.Adam(clf.parameters(), 1e-3)
-    for _ in range(15):
-        clf.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 32):
-            idx = perm[i : i + 32]
-            opt.zero_grad()
-            nn.functional.cross_entropy(clf(x[idx]), y[idx]).backward()
-            opt.step()
-    clf.eval()
+    clf = fit(small_cnn(), x, y, epochs=15, lr=1e-3)
     xt, yt = sample_arrays["test"]
     with torch.no_grad():
         assert (clf(xt).argmax(1) == yt).float().mean() > 0.8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toys import fit
 
 from monai_aegis.data import load_sample_arrays
 from monai_aegis.evaluation.classifiers import SMALL_VGG_LAYERS, small_vgg
@@ -20,17 +21,7 @@ def sample32():
 
 def _train(width: int, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = small_vgg(1, 2, width=width)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 32):
-            idx = perm[i : i + 32]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
+    return fit(small_vgg(1, 2, width=width), x, y, epochs=epochs, lr=3e-3)
 
 
 @pytest.fixture(scope="session")
