@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils import error_line, iter_batches
+from ..engines.classifier_training import accuracy, train_classifier
+from ..utils import error_line
 
 __all__ = ["accuracy", "is_torchscript", "load_network", "prepare_classifier", "train_classifier"]
 
@@ -86,67 +87,6 @@ def load_network(network: nn.Module | None, checkpoint: str | os.PathLike, map_l
     except RuntimeError as e:
         raise ValueError(f"the weights in '{path}' do not fit {type(network).__name__}: {e}") from e
     return network.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, loader: Any, device: Any = "cpu") -> float:
-    """Top-1 accuracy of ``model`` over a loader of ``{"image", "label"}`` batches."""
-    model.eval()
-    correct = total = 0
-    for x, y in iter_batches(loader, labels=True):
-        x, y = torch.as_tensor(x).to(device), torch.as_tensor(y).reshape(-1).to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
-    if total == 0:
-        raise ValueError("accuracy: the loader yielded no images.")
-    return correct / total
-
-
-def train_classifier(
-    network: nn.Module,
-    train_loader: Any,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    device: Any = "cpu",
-    val_loader: Any = None,
-    class_weights: bool = True,
-) -> dict[str, Any]:
-    """Train ``network`` from scratch with a MONAI ``SupervisedTrainer`` (AdamW, one-cycle learning rate,
-    cross-entropy with balanced class weights: medical sets are rarely balanced).
-
-    Returns:
-        ``{"epochs", "loss", "val_accuracy"?}``.
-    """
-    from ignite.engine import Events
-    from monai.engines import SupervisedTrainer
-
-    if int(epochs) < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    network.to(device)
-    weight = None
-    if class_weights:
-        labels = torch.cat([torch.as_tensor(b["label"]).reshape(-1) for b in train_loader]).long()
-        first = next(iter(train_loader))["image"]
-        with torch.no_grad():
-            num_classes = int(network.eval()(torch.as_tensor(first[:1]).to(device)).shape[1])
-        counts = torch.bincount(labels, minlength=num_classes).float().clamp_min(1)
-        weight = (counts.sum() / (len(counts) * counts)).to(device)
-    opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
-    steps = int(epochs) * len(train_loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    trainer = SupervisedTrainer(
-        device=device, max_epochs=int(epochs), train_data_loader=train_loader, network=network, optimizer=opt,
-        loss_function=nn.CrossEntropyLoss(weight=weight), decollate=False,
-        prepare_batch=lambda b, d, nb, **kw: (b["image"].to(d), torch.as_tensor(b["label"]).reshape(-1).long().to(d)),
-    )
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: sched.step())
-    trainer.run()
-    loss = float(torch.as_tensor(trainer.state.output["loss"]).detach())
-    info: dict[str, Any] = {"epochs": int(epochs), "loss": loss}
-    if val_loader is not None:
-        info["val_accuracy"] = accuracy(network, val_loader, device)
-    network.eval()
-    return info
 
 
 def _sidecar(weights_path: str | os.PathLike) -> Path:

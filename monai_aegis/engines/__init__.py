@@ -3,7 +3,11 @@ from .classifier_training import (
     ADVERSARIAL_TRAINING_METHODS,
     AdversarialClassifierUpdate,
     TradesKL,
+    accuracy,
     adversarially_finetune,
+    balanced_class_weights,
+    prepare_image_label,
+    train_classifier,
 )
 from .shield_training import (
     AdversarialShieldUpdate,
@@ -15,6 +19,10 @@ from .shield_training import (
 )
 
 __all__ = [
+    "train_classifier",
+    "prepare_image_label",
+    "balanced_class_weights",
+    "accuracy",
     "ADVERSARIAL_TRAINING_METHODS",
     "SHIELD_ADVERSARIES",
     "AdversarialClassifierUpdate",

@@ -8,7 +8,16 @@ from typing import Any
 import torch
 from monai.utils import look_up_option
 
-from ..attacks import PGD, CrossEntropy, DetectorGate, DetectorLogit, JointAPGD, OrthogonalPGD, SelectivePGD, WhiteBox
+from ..attacks import (
+    PGD,
+    CrossEntropy,
+    DetectorGate,
+    DetectorLogit,
+    JointAPGD,
+    OrthogonalPGD,
+    SelectivePGD,
+    WhiteBox,
+)
 from ..networks.nets.aegis import AegisWrapper
 
 __all__ = ["SHIELD_ADVERSARIES", "SHIELD_NEGATIVES", "ShieldAdversary"]

@@ -1,5 +1,6 @@
-"""Adversarial training of the classifier itself (PGD-AT, Madry et al. 2018; TRADES, Zhang et al. 2019), as a
-fine-tuning of a clean classifier on a MONAI ``SupervisedTrainer``.
+"""Training the classifier: from scratch (:func:`train_classifier`, the bundles' recipe) and adversarially (PGD-AT,
+Madry et al. 2018; TRADES, Zhang et al. 2019) as a fine-tuning of a clean classifier, both on a MONAI
+``SupervisedTrainer`` with one batch preparation and one class-balancing rule.
 
 The standard robust baseline, and the option for a hospital that may retrain its model: the only defence mechanism
 that has survived adaptive evaluation. Each iteration crafts an L-inf attack on the *current* classifier (in eval
@@ -25,9 +26,19 @@ from monai.utils import convert_to_tensor, look_up_option
 from torch import nn
 
 from ..attacks import PGD, CrossEntropy, Objective
+from ..utils.batches import iter_batches
 from ..utils.validation import check_labels
 
-__all__ = ["ADVERSARIAL_TRAINING_METHODS", "AdversarialClassifierUpdate", "TradesKL", "adversarially_finetune"]
+__all__ = [
+    "ADVERSARIAL_TRAINING_METHODS",
+    "AdversarialClassifierUpdate",
+    "TradesKL",
+    "accuracy",
+    "adversarially_finetune",
+    "balanced_class_weights",
+    "prepare_image_label",
+    "train_classifier",
+]
 
 ADVERSARIAL_TRAINING_METHODS = ("pgd", "trades")
 
@@ -143,6 +154,83 @@ class AdversarialClassifierUpdate:
                 "adv_accuracy": float((adv_logits.argmax(1) == y).float().mean())}
 
 
+def prepare_image_label(batch: Any, device: Any = None, non_blocking: bool = False, **kwargs: Any) -> tuple:
+    """``prepare_batch`` of the classifier trainers: ``(image, label)`` of a ``{"image", "label"}`` batch, labels
+    flattened to ``(B,)`` int64, both on ``device``."""
+    return (torch.as_tensor(batch["image"]).to(device, non_blocking=non_blocking),
+            torch.as_tensor(batch["label"]).reshape(-1).long().to(device, non_blocking=non_blocking))
+
+
+def balanced_class_weights(network: nn.Module, loader: Any, device: Any = "cpu") -> torch.Tensor:
+    """Cross-entropy weights ``N / (K * n_k)`` from the labels of ``loader`` (medical sets are rarely balanced), one
+    per output of ``network`` -- a class absent from the loader gets the weight of a class seen once."""
+    labels, first = [], None
+    for x, y in iter_batches(loader, labels=True):
+        first = x if first is None else first
+        labels.append(torch.as_tensor(y).reshape(-1).long())
+    if first is None:
+        raise ValueError("the training loader yielded no batches.")
+    was_training = network.training
+    with torch.no_grad():
+        num_classes = int(network.eval()(torch.as_tensor(first[:1]).to(device)).shape[1])
+    network.train(was_training)
+    counts = torch.bincount(torch.cat(labels), minlength=num_classes).float().clamp_min(1)
+    return (counts.sum() / (len(counts) * counts)).to(device)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader: Any, device: Any = "cpu") -> float:
+    """Top-1 accuracy of ``model`` over a loader of ``{"image", "label"}`` batches."""
+    model.eval()
+    correct = total = 0
+    for x, y in iter_batches(loader, labels=True):
+        x, y = torch.as_tensor(x).to(device), torch.as_tensor(y).reshape(-1).to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    if total == 0:
+        raise ValueError("accuracy: the loader yielded no images.")
+    return correct / total
+
+
+def train_classifier(
+    network: nn.Module,
+    train_loader: Any,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    device: Any = "cpu",
+    val_loader: Any = None,
+    class_weights: bool = True,
+) -> dict[str, Any]:
+    """Train ``network`` from scratch with a MONAI ``SupervisedTrainer`` (AdamW, one-cycle learning rate,
+    cross-entropy with balanced class weights: medical sets are rarely balanced).
+
+    Returns:
+        ``{"epochs", "loss", "val_accuracy"?}``.
+    """
+    from ignite.engine import Events
+
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}.")
+    network.to(device)
+    weight = balanced_class_weights(network, train_loader, device) if class_weights else None
+    opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    steps = int(epochs) * len(train_loader)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    trainer = SupervisedTrainer(
+        device=device, max_epochs=int(epochs), train_data_loader=train_loader, network=network, optimizer=opt,
+        loss_function=nn.CrossEntropyLoss(weight=weight), decollate=False,
+        prepare_batch=prepare_image_label,
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: sched.step())
+    trainer.run()
+    loss = float(torch.as_tensor(trainer.state.output["loss"]).detach())
+    info: dict[str, Any] = {"epochs": int(epochs), "loss": loss}
+    if val_loader is not None:
+        info["val_accuracy"] = accuracy(network, val_loader, device)
+    network.eval()
+    return info
+
+
 def adversarially_finetune(
     network: nn.Module,
     train_loader: Any,
@@ -180,17 +268,13 @@ def adversarially_finetune(
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     network.to(device)
-    weight = None
-    if class_weights:
-        labels = torch.cat([torch.as_tensor(b["label"]).reshape(-1) for b in train_loader]).long()
-        counts = torch.bincount(labels).float().clamp_min(1)
-        weight = counts.sum() / (len(counts) * counts)
+    weight = balanced_class_weights(network, train_loader, device) if class_weights else None
     update = AdversarialClassifierUpdate(method, eps, steps, beta, clean_weight, preprocess, weight, freeze_norm)
     opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     trainer = SupervisedTrainer(
         device=device, max_epochs=int(epochs), train_data_loader=train_loader, network=network, optimizer=opt,
         loss_function=nn.CrossEntropyLoss(), iteration_update=update, decollate=False,
-        prepare_batch=lambda b, d, nb, **kw: (b["image"].to(d), torch.as_tensor(b["label"]).reshape(-1).long().to(d)),
+        prepare_batch=prepare_image_label,
     )
     ramp = max(1, int(epochs) // 2 if ramp_epochs is None else int(ramp_epochs))
     EpsilonScheduler(float(eps) / 4, float(eps), ramp_epochs=ramp).attach(trainer)

@@ -75,3 +75,18 @@ def test_update_checks():
         AdversarialClassifierUpdate("mart")
     with pytest.raises(ValueError, match="steps"):
         AdversarialClassifierUpdate("pgd", steps=0)
+
+
+def test_balanced_class_weights_and_batch_preparation():
+    from monai_aegis.engines import balanced_class_weights, prepare_image_label
+
+    net = tiny_net(1, 3)
+    x = torch.rand(8, 1, 16, 16)
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])  # class 2 absent
+    w = balanced_class_weights(net, [{"image": x[:4], "label": y[:4]}, {"image": x[4:], "label": y[4:].view(-1, 1)}])
+    assert w.shape == (3,)  # one weight per output, even for a class the loader never shows
+    assert w.tolist() == pytest.approx([9 / (3 * 6), 9 / (3 * 2), 9 / (3 * 1)])  # counts 6, 2, 0 -> 1
+    xb, yb = prepare_image_label({"image": x, "label": y.view(-1, 1).int()}, "cpu")
+    assert torch.equal(xb, x) and yb.dtype == torch.int64 and yb.shape == (8,)
+    with pytest.raises(ValueError, match="no batches"):
+        balanced_class_weights(net, [])
