@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_aegis.metrics.detection import check_threshold, per_sample_threshold
 from monai_aegis.networks import pool_features
 from monai_aegis.utils import check_positive
 
@@ -297,13 +298,6 @@ def _detector_layer_names(detector: nn.Module, layer_names: Sequence[str] | str 
     return names
 
 
-def _thresholds(threshold: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(threshold, dtype=torch.float32).detach()
-    if t.ndim > 1 or t.numel() == 0 or not bool(torch.isfinite(t).all()):
-        raise ValueError("threshold must be a finite float or a (num_classes,) tensor of floats.")
-    return t.reshape(()) if t.numel() == 1 else t
-
-
 class DetectorLogit(Objective):
     """A detector's "clean" logit for the attack class (target, else current prediction) -- maximise it to
     make the detector accept the input as clean (the ``S_y[f(C(x))]`` term of the paper's WB attack).
@@ -358,15 +352,13 @@ class DetectorGate:
     ) -> None:
         self.logit = DetectorLogit(detector, layer_names)
         self.layer_names = self.logit.layer_names
-        self.threshold = _thresholds(threshold)
+        self.threshold = check_threshold(threshold)
 
     def threshold_for(self, classes: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         t = self.threshold.to(device=like.device, dtype=like.dtype)
-        if t.ndim == 0:
-            return t.expand(classes.shape[0])
-        if int(classes.max()) >= t.shape[0]:
+        if t.numel() > 1 and int(classes.max()) >= t.shape[0]:
             raise ValueError(f"threshold has {t.shape[0]} entries, but class {int(classes.max())} occurs.")
-        return t[classes]
+        return per_sample_threshold(t, classes)
 
     def scores(self, logits: torch.Tensor, features: Features) -> torch.Tensor:
         """``(B,)`` detector clean logit of the predicted class."""

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from ..attacks import make_aegis_attack, make_attack
+from ..metrics.detection import per_sample_threshold
 from ..networks import AegisWrapper, calibrated_thresholds, cushion_from_config
 from .config import SettingsMixin, attack_key, attack_spec, check_unique_labels
 from .detection import other_class_targets
@@ -241,7 +242,8 @@ class _Judge:
             pred, score = self.outputs(x)
             wrong = pred != y
             for q, thr in self.thresholds.items():
-                ok = torch.ones_like(wrong) if thr is None or score is None else score >= thr[pred]
+                ok = (torch.ones_like(wrong) if thr is None or score is None
+                      else score >= per_sample_threshold(thr, pred))
                 votes[q] += (wrong & ok).long()
         return {q: 2 * v > self.draws for q, v in votes.items()}
 
@@ -347,13 +349,13 @@ def worst_case_evaluation(
     thresholds: OrderedDict[str, torch.Tensor | None] = OrderedDict()
     if has_shield:
         t = wrapper.threshold.detach().float().cpu()
-        thresholds["deployed"] = t.expand(num_classes).clone() if t.numel() == 1 else t
+        thresholds["deployed"] = t
         if x_val is not None and cfg.rejection_rates:
             vp, vs = judge0.outputs(x_val.detach().float().cpu())
             per_class = bool(wrapper.calibration.get("per_class", t.numel() > 1))
             for q in cfg.rejection_rates:
                 thr, _ = calibrated_thresholds(vs, vp, num_classes, 1.0 - float(q), per_class)
-                thresholds[_sr_key(q)] = thr.expand(num_classes).clone() if thr.numel() == 1 else thr
+                thresholds[_sr_key(q)] = thr
         elif cfg.rejection_rates:
             notes.append("No validation images were given: the SR@q columns (thresholds at fixed clean rejection "
                          "rates) are left out.")
@@ -372,7 +374,8 @@ def worst_case_evaluation(
     clean: dict[str, Any] = {"accuracy": _mean(correct)}
     accepted_at: dict[str, float | None] = {}
     for q, thr in thresholds.items():
-        acc = torch.ones_like(correct) if thr is None or score_c is None else score_c >= thr[pred_c]
+        acc = (torch.ones_like(correct) if thr is None or score_c is None
+               else score_c >= per_sample_threshold(thr, pred_c))
         accepted_at[q] = _mean(acc)
     clean["accepted"] = accepted_at["deployed"]
     clean["accepted_at"] = accepted_at
@@ -531,7 +534,8 @@ def worst_case_evaluation(
         "random_defence": random_defence,
         "proxies": list(cushions),
         "attacks": [m[0] for m in members],
-        "thresholds": {q: (None if t is None else [float(v) for v in t.tolist()]) for q, t in thresholds.items()},
+        "thresholds": {q: (None if t is None else per_sample_threshold(t, torch.arange(num_classes)).tolist())
+                       for q, t in thresholds.items()},
         "clean": clean,
         "curve": curve,
         "members": member_records,

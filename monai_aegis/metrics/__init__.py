@@ -1,3 +1,21 @@
-from .detection import ScoreArray, detection_auroc, roc_curve, threshold_at_tnr, tpr_at_tnr, tpr_key
+from .detection import (
+    ScoreArray,
+    check_threshold,
+    detection_auroc,
+    per_sample_threshold,
+    roc_curve,
+    threshold_at_tnr,
+    tpr_at_tnr,
+    tpr_key,
+)
 
-__all__ = ["ScoreArray", "detection_auroc", "roc_curve", "threshold_at_tnr", "tpr_at_tnr", "tpr_key"]
+__all__ = [
+    "ScoreArray",
+    "check_threshold",
+    "detection_auroc",
+    "per_sample_threshold",
+    "roc_curve",
+    "threshold_at_tnr",
+    "tpr_at_tnr",
+    "tpr_key",
+]

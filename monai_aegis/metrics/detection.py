@@ -20,7 +20,16 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-__all__ = ["ScoreArray", "detection_auroc", "roc_curve", "threshold_at_tnr", "tpr_at_tnr", "tpr_key"]
+__all__ = [
+    "ScoreArray",
+    "check_threshold",
+    "detection_auroc",
+    "per_sample_threshold",
+    "roc_curve",
+    "threshold_at_tnr",
+    "tpr_at_tnr",
+    "tpr_key",
+]
 
 #: Anything accepted as a score vector.
 ScoreArray = Union[torch.Tensor, np.ndarray, Sequence[float]]
@@ -191,3 +200,25 @@ def tpr_at_tnr(clean_scores: ScoreArray, adv_scores: ScoreArray, tnr: float = 0.
     device = clean_scores.device if isinstance(clean_scores, torch.Tensor) else None
     pos = _as_scores(adv_scores, "adv_scores", device)
     return float((pos > threshold).to(torch.float64).mean())
+
+
+def check_threshold(threshold: float | Sequence[float] | torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """A reject threshold as a finite float32 ``(1,)`` (global) or ``(num_classes,)`` (per class) tensor.
+
+    Raises:
+        ValueError: no values, non-finite values, more than one dimension, or (with ``num_classes``) a length
+            other than 1 or ``num_classes``.
+    """
+    t = torch.as_tensor(threshold, dtype=torch.float32).detach()
+    if t.ndim > 1 or t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError("threshold must be a finite float or a (num_classes,) tensor of finite floats.")
+    t = t.reshape(-1)
+    if num_classes is not None and t.numel() not in (1, int(num_classes)):
+        raise ValueError(f"threshold must be a scalar or have {num_classes} entries, got {t.numel()}.")
+    return t
+
+
+def per_sample_threshold(threshold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` reject threshold of each sample: the global ``(1,)`` threshold, or the ``(Y,)`` per-class one indexed
+    by the predicted classes ``pred``. A sample is accepted when its detector's clean logit is ``>=`` it."""
+    return threshold.reshape(-1).expand(pred.shape[0]) if threshold.numel() == 1 else threshold[pred]

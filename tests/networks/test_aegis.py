@@ -186,11 +186,3 @@ def test_top_level_exports():
     assert {"AegisWrapper", "Cushion", "build_aegis", "transforms"} <= set(dir(monai_aegis))
     with pytest.raises(AttributeError, match="no attribute"):
         monai_aegis.NotAThing  # noqa: B018
-
-
-def test_per_sample_threshold_global_and_per_class():
-    from monai_aegis.networks import per_sample_threshold
-
-    pred = torch.tensor([1, 0, 1])
-    assert per_sample_threshold(torch.tensor([0.5]), pred).tolist() == [0.5, 0.5, 0.5]
-    assert per_sample_threshold(torch.tensor([-1.0, 2.0]), pred).tolist() == [2.0, -1.0, 2.0]

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...metrics.detection import check_threshold, per_sample_threshold
 from ...utils.batches import iter_batches
 from ...utils.io import atomic_torch_save, safe_torch_load
 from ...utils.validation import check_image_batch
@@ -27,12 +28,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FORMAT = "monai_aegis.AegisWrapper/1"
-
-
-def per_sample_threshold(threshold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` reject threshold of each sample: the global ``(1,)`` threshold, or the ``(Y,)`` per-class one indexed
-    by the predicted classes ``pred``. A sample is accepted when its Shield clean logit is ``>=`` it."""
-    return threshold.expand(pred.shape[0]) if threshold.numel() == 1 else threshold[pred]
 
 
 def calibrated_thresholds(
@@ -167,11 +162,7 @@ class AegisWrapper(nn.Module):
         return logits, feats
 
     def set_threshold(self, threshold: float | torch.Tensor) -> None:
-        t = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
-        if self.shield is not None and t.numel() not in (1, self.shield.num_classes):
-            raise ValueError(f"threshold must be a scalar or have {self.shield.num_classes} entries, got {t.numel()}.")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("threshold must be finite.")
+        t = check_threshold(threshold, None if self.shield is None else self.shield.num_classes)
         self.threshold = t.to(self.threshold.device)
 
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
