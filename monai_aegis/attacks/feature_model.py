@@ -17,7 +17,7 @@ import torch
 from monai.utils import optional_import
 from torch import nn
 
-from monai_aegis.networks import FeatureHooks, pool_features
+from monai_aegis.networks import hooked_batches, pool_features
 from monai_aegis.utils import check_labels
 
 GaussianMixture, _has_sklearn = optional_import("sklearn.mixture", name="GaussianMixture")
@@ -42,13 +42,9 @@ def extract_pooled_features(
     try:
         for m in modules:
             m.eval()
-        with torch.no_grad(), FeatureHooks(model, layer_names) as hooks:
-            for i in range(0, x.shape[0], batch_size):
-                xb = x[i : i + batch_size]
-                hooks.clear()
-                model(preprocess(xb) if preprocess is not None else xb)
-                for n, f in pool_features(hooks.collect()).items():
-                    out.setdefault(n, []).append(f)
+        for _, feats in hooked_batches(model, x, layer_names, preprocess, batch_size):
+            for n, f in pool_features(feats).items():
+                out.setdefault(n, []).append(f)
     finally:
         for m, t in modes:
             m.training = t

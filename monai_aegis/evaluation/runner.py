@@ -44,7 +44,7 @@ from torch import nn
 from ..attacks import DEFAULT_EPS_LINF, make_aegis_attack, make_attack
 from ..detectors import DNNDetector, KernelDensityDetector, LIDDetector, MahalanobisDetector
 from ..metrics import threshold_at_tnr, tpr_key
-from ..networks import AegisWrapper, FeatureHooks, Shield, per_sample_threshold, resolve_cushion
+from ..networks import AegisWrapper, Shield, hooked_batches, per_sample_threshold, resolve_cushion
 from ..networks.nets.classifiers import architecture_name
 from ..utils import json_safe, stack_batches
 from .config import SettingsMixin, attack_key, attack_spec, check_unique_labels
@@ -269,17 +269,13 @@ class _System:
         """Batched ``(logits, shield logits or None, features of ``keep``)`` on CPU."""
         names = self.hooked()
         logits, shield, feats = [], [], OrderedDict((n, []) for n in keep)
-        with FeatureHooks(self.classifier, names) as hooks:
-            for xb in x.split(self.cfg.batch_size):
-                hooks.clear()
-                xb = xb.to(self.device)
-                z = self.wrapper.preprocess(xb)
-                logits.append(self.classifier(z).cpu())
-                f = hooks.collect()
-                if self.wrapper.shield is not None:
-                    shield.append(self.wrapper.shield(OrderedDict((n, f[n]) for n in self.wrapper.layer_names)).cpu())
-                for n in keep:
-                    feats[n].append(f[n].cpu())
+        for out, f in hooked_batches(self.classifier, x, names, self.wrapper.preprocess, self.cfg.batch_size,
+                                     self.device):
+            logits.append(out.cpu())
+            if self.wrapper.shield is not None:
+                shield.append(self.wrapper.shield(OrderedDict((n, f[n]) for n in self.wrapper.layer_names)).cpu())
+            for n in keep:
+                feats[n].append(f[n].cpu())
         return (torch.cat(logits), torch.cat(shield) if shield else None,
                 OrderedDict((n, torch.cat(v)) for n, v in feats.items()))
 

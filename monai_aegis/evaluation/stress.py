@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..attacks import BIM, DEFAULT_EPS_LINF, Objective
-from ..networks import FeatureHooks, resolve_layer_names
+from ..networks import hooked_batches, resolve_layer_names
 
 __all__ = ["FeatureMean", "stress_table", "stress_test"]
 
@@ -62,14 +62,8 @@ class FeatureMean(Objective):
 def _layer_means(model: nn.Module, x: torch.Tensor, names: Sequence[str], preprocess: nn.Module | None,
                  batch_size: int) -> torch.Tensor:
     """``(N, L)`` mean activation of each layer for each image (through ``preprocess``)."""
-    out = []
-    with FeatureHooks(model, names) as hooks:
-        for xb in x.split(batch_size):
-            hooks.clear()
-            model(preprocess(xb) if preprocess is not None else xb)
-            feats = hooks.collect()
-            out.append(torch.stack([feats[n].flatten(1).mean(1) for n in names], 1).cpu())
-    return torch.cat(out)
+    return torch.cat([torch.stack([feats[n].flatten(1).mean(1) for n in names], 1).cpu()
+                      for _, feats in hooked_batches(model, x, names, preprocess, batch_size)])
 
 
 def stress_test(

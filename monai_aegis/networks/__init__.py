@@ -1,4 +1,12 @@
-from .hooks import INPUT_LAYER, LAYER_PRESETS, FeatureHooks, default_layer_names, pool_features, resolve_layer_names
+from .hooks import (
+    INPUT_LAYER,
+    LAYER_PRESETS,
+    FeatureHooks,
+    default_layer_names,
+    hooked_batches,
+    pool_features,
+    resolve_layer_names,
+)
 from .layers import (
     CUSHION_METHODS,
     CUSHION_PRESETS,
@@ -39,6 +47,7 @@ __all__ = [
     "cushion_from_name",
     "default_layer_names",
     "feature_shapes",
+    "hooked_batches",
     "jpeg_compress",
     "pool_features",
     "reduce_bit_depth",

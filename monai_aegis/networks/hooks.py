@@ -20,6 +20,7 @@ __all__ = [
     "LAYER_PRESETS",
     "FeatureHooks",
     "default_layer_names",
+    "hooked_batches",
     "pool_features",
     "resolve_layer_names",
 ]
@@ -248,6 +249,29 @@ class FeatureHooks:
 
     def __len__(self) -> int:
         return len(self.layer_names)
+
+
+@torch.no_grad()
+def hooked_batches(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer_names: Sequence[str] | str,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    device: Any = None,
+) -> Iterator[tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]]:
+    """The one batched hooked forward pass: ``model(preprocess(x_b))`` for each batch ``x_b`` of ``x`` (moved to
+    ``device`` when given), without autograd, yielding ``(logits, features of layer_names)`` per batch -- the
+    features the Shield, the baselines, the stress test and the feature-space attacks read.
+
+    The modules' train/eval modes are left as they are (callers that need eval mode set it).
+    """
+    with FeatureHooks(model, layer_names) as hooks:
+        for xb in x.split(int(batch_size)):
+            hooks.clear()
+            xb = xb if device is None else xb.to(device)
+            logits = model(preprocess(xb) if preprocess is not None else xb)
+            yield logits, hooks.collect()
 
 
 def pool_features(features: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:

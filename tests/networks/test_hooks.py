@@ -118,3 +118,22 @@ def test_input_pseudo_layer():
     _, feats = FeatureHooks(net, [INPUT_LAYER], detach=True).run(x)
     assert not feats[INPUT_LAYER].requires_grad
     assert not net._forward_pre_hooks  # removed afterwards
+
+
+def test_hooked_batches_is_the_batched_hooked_forward():
+    from toys import tiny_net
+
+    from monai_aegis.networks import FeatureHooks, hooked_batches
+
+    torch.manual_seed(0)
+    net = tiny_net(1, 2).eval()
+    x = torch.rand(10, 1, 8, 8, requires_grad=True)
+    pre = lambda t: t.clamp(0.2, 0.8)  # noqa: E731
+    batches = list(hooked_batches(net, x, ["conv1", "act2"], pre, batch_size=4))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    logits = torch.cat([b[0] for b in batches])
+    ref_logits, ref = FeatureHooks(net, ["conv1", "act2"]).run(pre(x))
+    assert torch.allclose(logits, ref_logits, atol=1e-6) and not logits.requires_grad
+    assert torch.allclose(torch.cat([b[1]["act2"] for b in batches]), ref["act2"], atol=1e-6)
+    assert list(batches[0][1]) == ["conv1", "act2"]
+    assert not any(m._forward_hooks for m in net.modules())  # hooks removed afterwards
