@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from monai_aegis.evaluation import EvaluationConfig, default_layer_subsets, run_evaluation, validate_results
-from monai_aegis.evaluation import runner as runner_mod
+from monai_aegis.evaluation import system as system_mod
 from monai_aegis.evaluation.classifiers import SMALL_VGG_LAYERS
 from monai_aegis.networks import AegisWrapper
 
@@ -117,13 +117,13 @@ def test_results_schema_rejects_bad_documents(evaluated):
 
 def test_each_attack_is_crafted_once(tiny_wrapper, sample32, monkeypatch):
     built = []
-    real = runner_mod.make_aegis_attack
+    real = system_mod.make_aegis_attack
 
     def counting(name, wrapper, **kw):
         built.append((name, wrapper.cushion.name if wrapper.cushion is not None else "none", kw.get("eps")))
         return real(name, wrapper, **kw)
 
-    monkeypatch.setattr(runner_mod, "make_aegis_attack", counting)
+    monkeypatch.setattr(system_mod, "make_aegis_attack", counting)
     splits = _splits(sample32)
     res = run_evaluation(tiny_wrapper, sample32["train"], splits, sample32["val"], attacks=["PGD", "WB"],
                          detectors=["shield", "kd"], **{**TINY, "sanity_eps": [], "stress_samples": 0})
@@ -176,7 +176,7 @@ def test_wrapper_without_cushion_and_bad_inputs(tiny_classifier, tiny_wrapper, s
 def test_sanity_sweep_takes_more_steps_not_bigger_ones_above_the_budget(tiny_wrapper, sample32, monkeypatch):
     """Above the main eps the sweep scales the step count (capped by sanity_max_steps), keeping the step size."""
     built = []
-    original = runner_mod._AttackFactory.build
+    original = system_mod.AttackFactory.build
 
     def spy(self, spec, system, **extra):
         label, attack = original(self, spec, system, **extra)
@@ -184,7 +184,7 @@ def test_sanity_sweep_takes_more_steps_not_bigger_ones_above_the_budget(tiny_wra
             built.append((extra["eps"], attack.steps, attack.step_size))
         return label, attack
 
-    monkeypatch.setattr(runner_mod._AttackFactory, "build", spy)
+    monkeypatch.setattr(system_mod.AttackFactory, "build", spy)
     xt, yt = sample32["test"]
     run_evaluation(tiny_wrapper, sample32["train"], {"holdout": (xt[:6], yt[:6])}, sample32["val"],
                    attacks=["PGD"], detectors=["shield"], cushion_modes=["with"], conventional_steps=4,
