@@ -408,7 +408,7 @@ def test_parameter_exceptions():
 
 
 def test_optional_dependencies_fallbacks(monkeypatch):
-    from monai_aegis.networks.layers import cushion as cushion_module
+    from monai_aegis.networks.layers import jpeg as cushion_module  # the codec and kornia proxy live there
 
     real_optional_import = cushion_module.optional_import
 
