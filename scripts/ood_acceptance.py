@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.bundle import ConfigParser
 
     from monai_aegis.bundle import load_aegis, stack_loader
-    from monai_aegis.data.datalist import expand_image_paths
+    from monai_aegis.data.files import expand_image_paths
     from monai_aegis.evaluation import outlier_acceptance
     from monai_aegis.transforms import classification_transforms
     from monai_aegis.utils import atomic_write_json

@@ -31,7 +31,7 @@ import torch
 from monai.inferers import Inferer
 from monai.utils import min_version, optional_import
 
-from ..data.datalist import IMAGE_EXTENSIONS, expand_image_paths
+from ..data.files import IMAGE_EXTENSIONS, expand_image_paths
 from ..transforms.tolerant import (
     TolerantTransformD,
     TolerantTransformd,

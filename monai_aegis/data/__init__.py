@@ -3,7 +3,8 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""Datasets for monai_aegis: readers into MONAI datalists, patient-grouped splits, the embedded sample.
+"""Datasets for monai_aegis: readers into MONAI datalists, patient-grouped splits, the one dataset split rule
+(:func:`dataset_splits`), the embedded sample.
 
 The preprocessing (``classification_transforms`` and its transforms) lives in :mod:`monai_aegis.transforms`; the old
 names here still resolve, with a ``FutureWarning``.
@@ -24,16 +25,20 @@ from .datalist import (
     medmnist_datalist,
     parse_kermany_patient_id,
 )
+from .datasets import DATASET_LAYOUTS, dataset_splits, find_labels_csv
 from .sample import SAMPLE_SPLITS, load_sample_arrays, load_sample_datalist, sample_dir
 from .split import patient_grouped_partition, patient_grouped_split
 
 __all__ = [
+    "DATASET_LAYOUTS",
     "FUNDUS_FORMATS",
     "IMAGE_EXTENSIONS",
     "KERMANY_CLASSES",
     "SAMPLE_SPLITS",
     "check_datalist",
+    "dataset_splits",
     "expand_image_paths",
+    "find_labels_csv",
     "fundus_datalist",
     "image_datalist",
     "kermany_datalist",

@@ -46,18 +46,6 @@ def stack_datalist(
 stack_loader = stack_batches
 
 
-def _partition(items: list[dict[str, Any]], val_fraction: float, holdout_fraction: float, seed: int) -> dict:
-    from ..data import patient_grouped_partition
-
-    train_f = 1.0 - val_fraction - holdout_fraction
-    if not (0 < val_fraction < 1 and 0 <= holdout_fraction < 1 and train_f > 0):
-        raise ValueError(f"val_fraction {val_fraction} and holdout_fraction {holdout_fraction} must leave a training part.")
-    fr = (train_f, val_fraction, holdout_fraction) if holdout_fraction > 0 else (train_f, val_fraction)
-    parts = patient_grouped_partition(items, fr, seed=seed)
-    names = ("train", "val", "holdout")
-    return {names[i]: list(p) for i, p in enumerate(parts)}
-
-
 def load_evaluation_splits(
     dataset: str,
     root: str | os.PathLike | None = None,
@@ -69,11 +57,9 @@ def load_evaluation_splits(
 ) -> dict[str, Split]:
     """Splits of a dataset as tensors in ``[0, 1]``.
 
-    * ``"kermany"`` (``root`` = the Kaggle folder with ``train/`` and ``test/``): the official train split is
-      partitioned by patient (stratified by label) into ``train`` / ``val`` / ``holdout``; ``test`` is the
-      official test split. One channel.
-    * ``"fundus"`` (``root`` = the folder with ``labels.csv``): likewise from its ``train`` split; ``test`` is its
-      ``test`` split; binary No DR / DR; three channels.
+    * ``"kermany"`` / ``"fundus"``: the datalists of :func:`monai_aegis.data.dataset_splits` (the split rule the
+      bundles use too: the training images partitioned by patient, stratified by label, into ``train`` / ``val`` /
+      ``holdout``; ``test`` the dataset's own test split), loaded with one channel (chest X-ray) or three (fundus).
     * ``"sample"``: the embedded 320-image Kermany sample (``train``/``val``/``test``; no ``holdout``).
 
     Args:
@@ -104,18 +90,10 @@ def load_evaluation_splits(
         cache = Path(cache_dir) / f"{dataset}_{spatial_size}px_{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
         if cache.is_file():
             return {k: (v[0], v[1]) for k, v in safe_torch_load(cache).items()}
-    if dataset == "kermany":
-        from ..data import kermany_datalist
+    from ..data import dataset_splits
 
-        train_items, test_items, channels = kermany_datalist(root, "train"), kermany_datalist(root, "test"), 1
-    else:
-        from ..data import fundus_datalist
-
-        csv = root / "labels.csv" if root.is_dir() else root
-        train_items, test_items = fundus_datalist(csv, split="train"), fundus_datalist(csv, split="test")
-        channels = 3
-    items = _partition(train_items, val_fraction, holdout_fraction, seed)
-    items["test"] = test_items
+    items = dataset_splits(dataset, root, val_fraction=val_fraction, holdout_fraction=holdout_fraction, seed=seed)
+    channels = 1 if dataset == "kermany" else 3
     out = {name: stack_datalist(its, spatial_size, channels) for name, its in items.items()}
     if cache is not None:
         atomic_torch_save({k: [v[0], v[1]] for k, v in out.items()}, cache)
