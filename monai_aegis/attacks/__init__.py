@@ -2,7 +2,7 @@
 
 Quick start::
 
-    from monai_aegis.attacks import PGD, make_attack
+    from ..attacks import PGD, make_attack
     result = PGD(model, eps=16 / 256)(x, y, target=1 - y)     # targeted; omit target for untargeted
     result.x_adv, result.success, result.linf
     attack = make_attack("WB_d", model, detector=shield, preprocess=cushion)

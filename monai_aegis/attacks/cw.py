@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from monai_aegis.utils import check_positive
-
+from ..utils import check_positive
 from .engine import Attack, AttackResult, _Candidate
 from .objectives import CWMargin, DetectorGate
 from .threat import broadcast_mask, check_mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from monai_aegis.utils import check_positive
+from ..utils import check_positive
 
 __all__ = ["InputDiversity", "GradientSmoothing", "gaussian_kernel1d"]
 

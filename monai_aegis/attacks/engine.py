@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_aegis.networks import FeatureHooks
-from monai_aegis.utils import check_image_batch, check_labels, check_positive
-
+from ..networks import FeatureHooks
+from ..utils import check_image_batch, check_labels, check_positive
 from .diversity import GradientSmoothing, InputDiversity
 from .objectives import (
     CrossEntropy,

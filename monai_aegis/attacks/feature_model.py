@@ -17,8 +17,8 @@ import torch
 from monai.utils import optional_import
 from torch import nn
 
-from monai_aegis.networks import hooked_batches, pool_features
-from monai_aegis.utils import check_labels
+from ..networks import hooked_batches, pool_features
+from ..utils import check_labels
 
 GaussianMixture, _has_sklearn = optional_import("sklearn.mixture", name="GaussianMixture")
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_aegis.metrics.detection import check_threshold, per_sample_threshold
-from monai_aegis.networks import pool_features
-from monai_aegis.utils import check_positive
+from ..metrics.detection import accept_mask, check_threshold, per_sample_threshold
+from ..networks import pool_features
+from ..utils import check_positive
 
 __all__ = [
     "Objective",
@@ -367,7 +367,7 @@ class DetectorGate:
     def accepted(self, logits: torch.Tensor, features: Features, scores: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,)`` bool: does the detector accept each input (as of the classifier's current prediction)?"""
         s = self.scores(logits, features) if scores is None else scores
-        return s >= self.threshold_for(logits.argmax(dim=1), s)
+        return accept_mask(-s, -self.threshold_for(logits.argmax(dim=1), s))
 
     def margin(self, logits: torch.Tensor, features: Features, classes: torch.Tensor) -> torch.Tensor:
         """``(B,)`` detector margin of ``classes``: its clean logit minus its threshold (``>= 0``: accepted when the

@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from monai_aegis.utils import check_positive
-
+from ..utils import check_positive
 from .threat import ThreatModel, unit_l2
 
 __all__ = [

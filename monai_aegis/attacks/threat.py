@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_aegis.utils import check_positive
+from ..utils import check_positive
 
 __all__ = [
     "ThreatModel",

@@ -38,8 +38,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from monai.utils import look_up_option
 
-from monai_aegis.networks import pool_features
-from monai_aegis.utils import atomic_torch_save, check_labels, safe_torch_load
+from ..networks import pool_features
+from ..utils import atomic_torch_save, check_labels, safe_torch_load
 
 __all__ = ["DETECTORS", "FeatureDetector", "Features", "load_detector", "pairwise_sq_dists"]
 

@@ -25,8 +25,7 @@ import torch
 from monai.networks.layers import Conv, Pool
 from torch import nn
 
-from monai_aegis.utils import check_positive
-
+from ..utils import check_positive
 from .base import FeatureDetector, Features
 
 __all__ = ["DNNDetector", "build_detector_head"]

@@ -29,8 +29,7 @@ from typing import Any, Union
 
 import torch
 
-from monai_aegis.utils import check_positive
-
+from ..utils import check_positive
 from .base import FeatureDetector, Features, _chunks, pairwise_sq_dists
 
 __all__ = ["KernelDensityDetector", "gaussian_kde_log_density"]

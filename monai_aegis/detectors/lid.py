@@ -44,8 +44,7 @@ from typing import Any
 import torch
 from monai.utils import look_up_option, optional_import
 
-from monai_aegis.utils import check_positive
-
+from ..utils import check_positive
 from .base import FeatureDetector, Features, _chunks, pairwise_sq_dists
 
 __all__ = ["LIDDetector", "knn_distances", "lid_mle", "minibatch_lid"]

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..attacks import make_aegis_attack, make_attack
-from ..metrics import threshold_at_tnr
-from ..networks import AegisWrapper, Shield, hooked_batches, per_sample_threshold
+from ..metrics import accept_mask, threshold_at_tnr
+from ..networks import AegisWrapper, Shield, hooked_batches
 from .detection import other_class_targets
 from .progress import Progress
 from .settings import (
@@ -105,16 +105,14 @@ class DefendedSystem:
         pred = logits.argmax(1)
         scores: dict[str, torch.Tensor] = {}
         accept: dict[str, torch.Tensor] = {}
-        for d in detectors:
-            if d == "shield":
-                if shield_logits is None:
-                    continue
-                s = Shield.select(shield_logits, pred)
-                thr = per_sample_threshold(self.wrapper.threshold.cpu(), pred)
-                scores[d], accept[d] = -s, s >= thr
+        for d in detectors:  # one convention: score higher = more adversarial, accept iff score <= threshold
+            if d == "shield" and shield_logits is not None:
+                scores[d], thr = Shield.score(shield_logits, pred), self.wrapper.score_threshold.cpu()
             elif d in self.baselines:
-                s = self.baselines[d].score(feats, pred).float().cpu()
-                scores[d], accept[d] = s, s <= self.thresholds.get(d, math.inf)
+                scores[d], thr = self.baselines[d].score(feats, pred).float().cpu(), self.thresholds.get(d, math.inf)
+            else:
+                continue
+            accept[d] = accept_mask(scores[d], thr, pred)
         return Scored(pred, scores, accept, feats if keep_features else None)
 
     def feature_model(self, x: torch.Tensor, y: torch.Tensor) -> Any:

@@ -1,5 +1,6 @@
 from .detection import (
     ScoreArray,
+    accept_mask,
     check_threshold,
     detection_auroc,
     per_sample_threshold,
@@ -11,6 +12,7 @@ from .detection import (
 
 __all__ = [
     "ScoreArray",
+    "accept_mask",
     "check_threshold",
     "detection_auroc",
     "per_sample_threshold",

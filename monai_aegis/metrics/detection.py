@@ -22,6 +22,7 @@ import torch
 
 __all__ = [
     "ScoreArray",
+    "accept_mask",
     "check_threshold",
     "detection_auroc",
     "per_sample_threshold",
@@ -220,5 +221,36 @@ def check_threshold(threshold: float | Sequence[float] | torch.Tensor, num_class
 
 def per_sample_threshold(threshold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """``(N,)`` reject threshold of each sample: the global ``(1,)`` threshold, or the ``(Y,)`` per-class one indexed
-    by the predicted classes ``pred``. A sample is accepted when its detector's clean logit is ``>=`` it."""
+    by the predicted classes ``pred``."""
     return threshold.reshape(-1).expand(pred.shape[0]) if threshold.numel() == 1 else threshold[pred]
+
+
+def accept_mask(
+    scores: torch.Tensor, threshold: float | torch.Tensor, pred: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The one decision rule of every detector in monai_aegis: a sample is **accepted** (taken as clean) iff its
+    score is ``<=`` the threshold and flagged adversarial iff it is ``>`` (the rule :func:`threshold_at_tnr`
+    calibrates). Scores follow one convention: higher = more adversarial (the baselines' ``score``,
+    :meth:`monai_aegis.networks.Shield.score`, ``AegisWrapper.screen(x)["score"]``).
+
+    Args:
+        scores: ``(N,)`` detection scores.
+        threshold: in score units: a float or ``(1,)`` global threshold, a ``(Y,)`` per-class one (with ``pred``), or
+            an ``(N,)`` per-sample one (without ``pred``).
+        pred: ``(N,)`` predicted classes, indexing a per-class threshold.
+
+    Returns:
+        ``(N,)`` bool.
+
+    Raises:
+        ValueError: a per-class threshold without ``pred`` (one whose length is not ``N``).
+    """
+    t = torch.as_tensor(threshold, dtype=scores.dtype, device=scores.device).reshape(-1)
+    if pred is not None:
+        t = per_sample_threshold(t, pred.to(scores.device))
+    elif t.numel() not in (1, scores.numel()):
+        raise ValueError(
+            f"a per-class threshold ({t.numel()} entries) needs the predicted classes (pred=) of the {scores.numel()} "
+            "scores."
+        )
+    return scores <= t.reshape(scores.shape) if t.numel() > 1 else scores <= t

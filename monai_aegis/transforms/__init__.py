@@ -1,7 +1,6 @@
-from monai_aegis.networks.layers.cushion import (
+from ..networks.layers.cushion import (
     resolve_cushion,  # re-exported: its home is the Cushion layer
 )
-
 from .array import Cushion
 from .benign import (
     RandBenignShift,

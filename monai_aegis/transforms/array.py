@@ -12,8 +12,8 @@ from monai.transforms.transform import Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-from monai_aegis.networks.layers.cushion import CushionLayer, resolve_cushion
-from monai_aegis.utils import check_image_batch
+from ..networks.layers.cushion import CushionLayer, resolve_cushion
+from ..utils import check_image_batch
 
 __all__ = ["Cushion"]
 

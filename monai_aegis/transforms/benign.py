@@ -20,8 +20,8 @@ from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 from torch.nn import functional as F
 
-from monai_aegis.networks.layers.cushion import jpeg_compress
-from monai_aegis.utils import check_image_batch
+from ..networks.layers.cushion import jpeg_compress
+from ..utils import check_image_batch
 
 __all__ = ["RandBenignShift", "RandBenignShiftd", "RandBenignShiftD", "RandBenignShiftDict"]
 

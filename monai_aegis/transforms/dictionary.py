@@ -9,8 +9,8 @@ from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.transforms.transform import MapTransform
 
-from monai_aegis.networks.layers.cushion import CushionLayer
-from monai_aegis.transforms.array import Cushion
+from ..networks.layers.cushion import CushionLayer
+from ..transforms.array import Cushion
 
 __all__ = ["Cushiond", "CushionD", "CushionDict"]
 

@@ -21,7 +21,7 @@ from monai.utils import TransformBackends, look_up_option
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 from torch.nn import functional as F
 
-from monai_aegis.utils import check_image_batch
+from ..utils import check_image_batch
 
 __all__ = ["OUTLIER_KINDS", "RandOutlier", "RandOutlierd", "RandOutlierD", "RandOutlierDict"]
 

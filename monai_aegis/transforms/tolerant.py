@@ -12,7 +12,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from monai_aegis.utils import error_line
+from ..utils import error_line
 
 __all__ = ["TolerantTransformD", "TolerantTransformDict", "TolerantTransformd"]
 

@@ -60,6 +60,8 @@ def test_screen_outputs_and_threshold_required():
     s = out["shield_logits"].gather(1, out["pred"][:, None])[:, 0]
     assert torch.equal(out["shield_logit"], s) and torch.equal(out["score"], -s)
     assert torch.equal(out["accept"], s >= torch.tensor([0.0, 0.1])[out["pred"]])
+    assert torch.equal(w.score_threshold, -w.threshold)
+    assert torch.equal(out["accept"], out["score"] <= w.score_threshold[out["pred"]])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         w.screen(x * 255)
     with pytest.raises(ValueError, match="2 entries"):

@@ -32,8 +32,7 @@ import torch
 from monai.utils import look_up_option
 from torch import nn
 
-from monai_aegis.utils import check_positive
-
+from ...utils import check_positive
 from .bit_depth import reduce_bit_depth
 from .bpda import ProxyType, bpda
 from .cushion_checks import _check_input, _check_int, _check_slice_dim

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_aegis.utils import check_image_batch
+from ...utils import check_image_batch
 
 _RANGE_ATOL = 1e-6  # the slack check_image_batch allows around [0, 1]
 

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from monai.utils import look_up_option, optional_import
 
-from monai_aegis.utils import check_image_batch
-
+from ...utils import check_image_batch
 from .cushion_checks import (
     _RANGE_ATOL,
     _check_input,

@@ -7,8 +7,7 @@ import math
 
 import torch
 
-from monai_aegis.utils import check_positive
-
+from ...utils import check_positive
 from .cushion_checks import _check_input, _check_int, _compute_dtype
 
 __all__ = ["tv_minimize"]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...metrics.detection import check_threshold, per_sample_threshold
+from ...metrics.detection import accept_mask, check_threshold, per_sample_threshold
 from ...utils.batches import iter_batches
 from ...utils.io import atomic_torch_save, safe_torch_load
 from ...utils.validation import check_image_batch
@@ -72,7 +72,7 @@ def calibrated_thresholds(
                 info["fallback_classes"].append(y)
     else:
         thr = torch.tensor([float(global_t)])
-    accepted = (scores >= per_sample_threshold(thr, pred)).float().mean()
+    accepted = accept_mask(-scores, -thr, pred).float().mean()
     info["accepted_fraction"] = float(accepted)
     return thr, info
 
@@ -165,6 +165,12 @@ class AegisWrapper(nn.Module):
         t = check_threshold(threshold, None if self.shield is None else self.shield.num_classes)
         self.threshold = t.to(self.threshold.device)
 
+    @property
+    def score_threshold(self) -> torch.Tensor:
+        """The reject threshold in detection-score units (``-threshold``; accept iff ``score <= score_threshold``,
+        :func:`monai_aegis.metrics.accept_mask`), the convention the baselines' thresholds follow too."""
+        return -self.threshold
+
     def check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Check a batch against what this wrapper was built for, with one clear message per problem, and return
         it in the classifier's floating-point dtype (float64 / float16 images are converted, not refused).
@@ -215,9 +221,10 @@ class AegisWrapper(nn.Module):
         if self.threshold.numel() == 0:
             raise RuntimeError("AegisWrapper has no reject threshold: call calibrate(clean_data) or set_threshold().")
         s_all = self.shield(feats)
-        s = Shield.select(s_all, pred)
-        thr = per_sample_threshold(self.threshold.to(s), pred)
-        out.update(shield_logits=s_all, shield_logit=s, score=-s, threshold=thr, accept=s >= thr)
+        score = Shield.score(s_all, pred)
+        out.update(shield_logits=s_all, shield_logit=-score, score=score,
+                   threshold=per_sample_threshold(self.threshold.to(score), pred),
+                   accept=accept_mask(score, self.score_threshold, pred))
         return out
 
     # ------------------------------------------------------------------ calibration

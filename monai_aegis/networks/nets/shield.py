@@ -223,3 +223,10 @@ class Shield(nn.Module):
     def select(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Pick ``logits[b, classes[b]]`` -> ``(B,)``: the clean logit of each sample's (predicted) class."""
         return logits.gather(1, classes.long().view(-1, 1)).squeeze(1)
+
+    @staticmethod
+    def score(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Detection score ``(B,)`` in the convention of every detector here (higher = more adversarial): minus the
+        clean logit of each sample's (predicted) class. Accept with :func:`monai_aegis.metrics.accept_mask` and the
+        negated clean-logit threshold (``AegisWrapper.score_threshold``)."""
+        return -Shield.select(logits, classes)
