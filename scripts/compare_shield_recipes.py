@@ -19,10 +19,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from monai_aegis.data import load_sample_arrays
-from monai_aegis.engines import ShieldAdversary, ShieldTrainer
+from monai_aegis.engines import ShieldAdversary, ShieldTrainer, train_classifier
 from monai_aegis.evaluation import evaluate_shield_detection
 from monai_aegis.handlers import EpsilonScheduler
 from monai_aegis.networks import AegisWrapper, Shield, cushion_from_name
+from monai_aegis.utils import tensor_loader
 
 RECIPES = {
     "shield_pgd (paper, Eq. 3)": ["shield_pgd"],
@@ -43,18 +44,11 @@ def small_cnn() -> nn.Sequential:
     )
 
 
-def train_classifier(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = 15) -> nn.Module:
+def fit_classifier(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = 15) -> nn.Module:
+    """The library's classifier recipe (:func:`monai_aegis.engines.train_classifier`) on the small CNN."""
     torch.manual_seed(seed)
     clf = small_cnn()
-    opt = torch.optim.Adam(clf.parameters(), 1e-3)
-    for _ in range(epochs):
-        clf.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 32):
-            idx = perm[i : i + 32]
-            opt.zero_grad()
-            nn.functional.cross_entropy(clf(x[idx]), y[idx]).backward()
-            opt.step()
+    train_classifier(clf, tensor_loader(x, y, 32, shuffle=True, seed=seed), epochs=epochs, lr=1e-3)
     return clf.eval()
 
 
@@ -95,7 +89,7 @@ def main() -> None:
     data = {s: load_sample_arrays(s, args.size) for s in ("train", "val", "test")}
     results: dict[str, list[dict]] = {k: [] for k in RECIPES}
     for seed in args.seeds:
-        clf = train_classifier(*data["train"], seed)
+        clf = fit_classifier(*data["train"], seed)
         with torch.no_grad():
             acc = (clf(data["test"][0]).argmax(1) == data["test"][1]).float().mean().item()
         print(f"seed {seed}: classifier test accuracy {acc:.3f}", flush=True)

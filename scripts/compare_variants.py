@@ -61,17 +61,11 @@ def log(msg: str) -> None:
 
 def dict_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, augment: bool = False) -> Any:
     """A MONAI DataLoader of ``{"image", "label"}`` batches over tensors (the bundle's flip + shift augmentation)."""
-    from monai.data import DataLoader, Dataset
-    from monai.transforms import Compose, RandAffined, RandFlipd
+    from monai_aegis.transforms import classification_augmentation
+    from monai_aegis.utils import tensor_loader
 
-    items = [{"image": xi, "label": int(yi)} for xi, yi in zip(x, y)]
-    tf = None
-    if augment:
-        tf = Compose([RandFlipd("image", prob=0.5, spatial_axis=1),
-                      RandAffined("image", prob=0.5, translate_range=(4, 4), padding_mode="reflection")])
-        tf.set_random_state(seed)
-    return DataLoader(Dataset(items, tf), batch_size=batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(seed))
+    return tensor_loader(x, y, batch_size, classification_augmentation(seed=seed) if augment else None, shuffle=True,
+                         seed=seed)
 
 
 def get_classifier(out: Path, kind: str, splits: dict, args: argparse.Namespace) -> torch.nn.Module:

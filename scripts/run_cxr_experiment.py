@@ -39,9 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from monai_aegis.networks.nets.classifiers import SMALL_VGG_LAYERS, build_classifier  # noqa: E402
+from monai_aegis.engines import accuracy, train_classifier  # noqa: E402
 from monai_aegis.evaluation.datasets import load_evaluation_splits  # noqa: E402
-from monai_aegis.utils import atomic_torch_save, atomic_write_json, safe_torch_load  # noqa: E402
+from monai_aegis.networks.nets.classifiers import SMALL_VGG_LAYERS, build_classifier  # noqa: E402
+from monai_aegis.transforms import classification_augmentation  # noqa: E402
+from monai_aegis.utils import (  # noqa: E402
+    atomic_torch_save,
+    safe_torch_load,
+    tensor_loader,
+)
 
 #: Shield training recipes: name -> ShieldAdversary attacks
 RECIPES = {"pgd_wb": ["pgd", "wb"], "shield_pgd": ["shield_pgd"], "pgd": ["pgd"]}
@@ -52,53 +58,6 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ classifier
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random translation by up to 4 px (reflect padding) and random horizontal flips, batched."""
-    b, _, h, w = x.shape
-    pad = nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
-    dy, dx = torch.randint(0, 9, (2,), generator=g).tolist()
-    out = pad[:, :, dy : dy + h, dx : dx + w]
-    flip = torch.rand(b, generator=g) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
-
-
-def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
-                     epochs: int, seed: int, device: str, batch_size: int = 32, lr: float = 1e-3) -> dict:
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * ((len(x) + batch_size - 1) // batch_size))
-    counts = torch.bincount(y, minlength=2).float().clamp_min(1)
-    weight = (counts.sum() / (len(counts) * counts)).to(device)  # balanced class weights
-    history = []
-    for ep in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=g)
-        total = 0.0
-        for i in range(0, len(x), batch_size):
-            idx = perm[i : i + batch_size]
-            xb, yb = augment(x[idx], g).to(device), y[idx].to(device)
-            loss = nn.functional.cross_entropy(model(xb), yb, weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        acc = accuracy(model, xv, yv, device)
-        history.append({"epoch": ep + 1, "loss": total / len(x), "val_acc": acc})
-        log(f"  epoch {ep + 1}/{epochs}: loss {total / len(x):.4f}, val acc {acc:.3f}")
-    model.eval()
-    return {"history": history}
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> float:
-    model.eval()
-    pred = torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in x.split(128)])
-    return float((pred == y).float().mean())
-
-
 def get_classifier(path: Path, arch: str, kwargs: dict, splits: dict, epochs: int, seed: int, device: str,
                    in_channels: int) -> nn.Module:
     model = build_classifier(arch, in_channels=in_channels, num_classes=2, **kwargs)
@@ -109,9 +68,11 @@ def get_classifier(path: Path, arch: str, kwargs: dict, splits: dict, epochs: in
         return model.to(device).eval()
     log(f"training {path.name}: {arch} {kwargs}, {epochs} epochs on {len(splits['train'][0])} images")
     t0 = time.perf_counter()
-    info = train_classifier(model, *splits["train"], *splits["val"], epochs, seed, device)
+    torch.manual_seed(seed)
+    loader = tensor_loader(*splits["train"], 32, classification_augmentation(seed=seed), shuffle=True, seed=seed)
+    info = train_classifier(model, loader, epochs, lr=1e-3, device=device)
     info.update(arch=arch, kwargs=kwargs, seconds=time.perf_counter() - t0,
-                **{f"acc_{s}": accuracy(model, *splits[s], device) for s in splits if s != "train"})
+                **{f"acc_{s}": accuracy(model, splits[s], device) for s in splits if s != "train"})
     atomic_torch_save({"arch": arch, "kwargs": kwargs, "state_dict": model.state_dict(), "info": json.dumps(info)},
                       path)
     log(f"saved {path.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in info.items() if k.startswith("acc_")))
@@ -126,7 +87,12 @@ def get_shield(out: Path, recipe: str, clf: nn.Module, splits: dict, args: argpa
 
     from monai_aegis.engines import ShieldAdversary, ShieldTrainer
     from monai_aegis.handlers import EpsilonScheduler
-    from monai_aegis.networks import AegisWrapper, Shield, cushion_from_name, resolve_layer_names
+    from monai_aegis.networks import (
+        AegisWrapper,
+        Shield,
+        cushion_from_name,
+        resolve_layer_names,
+    )
 
     final = out / f"aegis_{recipe}.pt"
     if final.is_file():

@@ -25,6 +25,7 @@ from .preprocessing import (
     ScaleIntensityByDtypeD,
     ScaleIntensityByDtyped,
     ScaleIntensityByDtypeDict,
+    classification_augmentation,
     classification_transforms,
 )
 from .tolerant import TolerantTransformD, TolerantTransformd, TolerantTransformDict
@@ -38,6 +39,7 @@ __all__ = [
     "ScaleIntensityByDtypeD",
     "ScaleIntensityByDtyped",
     "ScaleIntensityByDtypeDict",
+    "classification_augmentation",
     "classification_transforms",
     "TolerantTransformD",
     "TolerantTransformDict",

@@ -23,6 +23,8 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     MapTransform,
+    RandAffined,
+    RandFlipd,
     Resized,
     ScaleIntensity,
     ScaleIntensityRange,
@@ -40,6 +42,7 @@ __all__ = [
     "ScaleIntensityByDtypeD",
     "ScaleIntensityByDtypeDict",
     "ScaleIntensityByDtyped",
+    "classification_augmentation",
     "classification_transforms",
 ]
 
@@ -262,3 +265,31 @@ def classification_transforms(
         steps.append(ScaleIntensityRanged(keys, 0.0, 1.0, 0.0, 1.0, clip=True))
     steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=track_meta))
     return Compose(steps)
+
+
+def classification_augmentation(
+    keys: KeysCollection = ("image",), shift: int = 4, flip_prob: float = 0.5, shift_prob: float = 0.5,
+    seed: int | None = None,
+) -> Compose:
+    """The classifiers' training augmentation, as the ``aegis_cxr`` bundle's ``classifier_train#preprocessing``
+    lists it: a left-right flip (``RandFlipd``, axis 1 of a channel-first ``(C, W, H)`` image as MONAI loads it) and
+    a translation by up to ``shift`` pixels with reflection padding (``RandAffined``), each with its probability.
+
+    Args:
+        keys: the image key(s).
+        shift: largest translation in pixels, per axis (0: no translation).
+        flip_prob, shift_prob: probabilities of the flip and of the translation.
+        seed: seeds the transforms' random state (``set_random_state``); ``None`` leaves MONAI's default.
+
+    Returns:
+        a ``Compose`` for preprocessed ``{"image": (C, H, W) tensor in [0, 1]}`` items (append it after
+        :func:`classification_transforms`).
+    """
+    steps: list[Any] = [RandFlipd(keys, prob=float(flip_prob), spatial_axis=1)]
+    if int(shift) > 0:
+        steps.append(RandAffined(keys, prob=float(shift_prob), translate_range=(int(shift), int(shift)),
+                                 padding_mode="reflection"))
+    out = Compose(steps)
+    if seed is not None:
+        out.set_random_state(int(seed))
+    return out

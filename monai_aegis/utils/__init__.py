@@ -1,4 +1,4 @@
-from .batches import iter_batches, stack_batches
+from .batches import iter_batches, stack_batches, tensor_loader
 from .io import (
     atomic_torch_save,
     atomic_write,
@@ -26,5 +26,6 @@ __all__ = [
     "RandomStates",
     "safe_torch_load",
     "stack_batches",
+    "tensor_loader",
     "state_fingerprint",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["iter_batches", "stack_batches"]
+__all__ = ["iter_batches", "stack_batches", "tensor_loader"]
 
 
 def _is_pair(data: Any) -> bool:
@@ -105,3 +105,41 @@ def stack_batches(
     if x.ndim < 4:
         raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
     return (x, y) if max_items is None else (x[:max_items], y[:max_items])
+
+
+def tensor_loader(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 32,
+    transform: Any = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> Any:
+    """A MONAI ``DataLoader`` of ``{image_key, label_key}`` batches over in-memory tensors: what the engines and
+    bundles take (:func:`monai_aegis.engines.train_classifier`, ``ShieldTrainer``), built from the tensors the
+    evaluation splits hold.
+
+    Args:
+        images: ``(N, C, *spatial)``.
+        labels: ``(N,)`` class indices.
+        batch_size: batch size.
+        transform: a dictionary transform applied per item (e.g.
+            :func:`monai_aegis.transforms.classification_augmentation`), or ``None``.
+        shuffle: reshuffle every epoch, from a generator seeded with ``seed`` (reproducible).
+        seed: seed of the shuffle.
+        image_key, label_key: the batch keys.
+
+    Raises:
+        ValueError: images and labels of different lengths, or no images.
+    """
+    from monai.data import DataLoader, Dataset
+
+    if images.ndim < 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (N, C, *spatial) batch, got shape {tuple(images.shape)}.")
+    if labels.reshape(-1).shape[0] != images.shape[0]:
+        raise ValueError(f"got {labels.numel()} labels for {images.shape[0]} images.")
+    items = [{image_key: xi, label_key: int(yi)} for xi, yi in zip(images, labels.reshape(-1).tolist())]
+    generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
+    return DataLoader(Dataset(items, transform), batch_size=int(batch_size), shuffle=bool(shuffle), generator=generator)

@@ -119,3 +119,30 @@ def test_old_data_names_still_resolve_with_a_warning():
         assert data.classification_transforms is classification_transforms
     with pytest.raises(AttributeError):
         data.no_such_name  # noqa: B018
+
+
+def test_classification_augmentation_is_the_bundles_and_is_seeded():
+    import json
+    from pathlib import Path
+
+    from monai.transforms import RandAffined, RandFlipd
+
+    from monai_aegis.transforms import classification_augmentation
+
+    listed = json.loads((Path(__file__).parents[2] / "bundles" / "aegis_cxr" / "train.json").read_text())
+    listed = listed["classifier_train"]["preprocessing"]["transforms"][1:]
+    assert [t["_target_"] for t in listed] == ["RandFlipd", "RandAffined"]
+    aug = classification_augmentation()
+    flip, shift = aug.transforms
+    assert isinstance(flip, RandFlipd) and flip.prob == listed[0]["prob"]
+    assert flip.flipper.spatial_axis == listed[0]["spatial_axis"]
+    assert isinstance(shift, RandAffined) and shift.prob == listed[1]["prob"]
+    assert tuple(shift.rand_affine.rand_affine_grid.translate_range) == tuple(listed[1]["translate_range"])
+    assert shift.rand_affine.padding_mode == listed[1]["padding_mode"]
+    x = {"image": torch.rand(1, 16, 16)}
+    a = [classification_augmentation(seed=3)(dict(x))["image"] for _ in range(2)]
+    assert torch.equal(a[0], a[1])
+    outs = [classification_augmentation(seed=s)(dict(x))["image"] for s in range(8)]
+    assert any(not torch.equal(o, x["image"]) for o in outs)  # it does augment
+    assert all(o.shape == x["image"].shape and 0 <= float(o.min()) and float(o.max()) <= 1 for o in outs)
+    assert len(classification_augmentation(shift=0).transforms) == 1

@@ -52,3 +52,23 @@ def test_max_items_and_errors():
         list(iter_batches([{"image": x}], image_key="img"))
     with pytest.raises(TypeError, match="got str"):
         list(iter_batches(["a"]))
+
+
+def test_tensor_loader_yields_seeded_dict_batches():
+    from monai_aegis.utils import tensor_loader
+
+    x, y = torch.rand(10, 1, 4, 4), torch.arange(10) % 2
+    batches = list(tensor_loader(x, y, 4))
+    assert [b["image"].shape[0] for b in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([b["image"] for b in batches]), x)
+    assert torch.cat([b["label"] for b in batches]).tolist() == y.tolist()
+
+    def order(seed):
+        return torch.cat([b["label"] for b in tensor_loader(x, torch.arange(10), 3, shuffle=True, seed=seed)])
+
+    assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
+    assert sorted(order(1).tolist()) == list(range(10))
+    with pytest.raises(ValueError, match="3 labels for 10 images"):
+        tensor_loader(x, y[:3])
+    with pytest.raises(ValueError, match="non-empty"):
+        tensor_loader(torch.rand(0, 1, 4, 4), y[:0])
