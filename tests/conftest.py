@@ -31,6 +31,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def sample_arrays():
+    """The embedded chest X-ray sample's splits at ``toys.SAMPLE_SIZE`` px."""
+    from toys import SAMPLE_SIZE
+
+    from monai_aegis.data import load_sample_arrays
+
+    return {s: load_sample_arrays(s, SAMPLE_SIZE) for s in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(sample_arrays):
+    """``toys.small_cnn`` trained on the embedded sample (test accuracy > 0.8), shared by the engine and handler
+    tests."""
+    from toys import fit, small_cnn
+
+    torch.manual_seed(0)
+    x, y = sample_arrays["train"]
+    clf = fit(small_cnn(), x, y, epochs=15, lr=1e-3)
+    xt, yt = sample_arrays["test"]
+    with torch.no_grad():
+        assert (clf(xt).argmax(1) == yt).float().mean() > 0.8
+    return clf
+
+
 def _gray(h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(h, w), dtype=np.uint8)
 

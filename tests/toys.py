@@ -1,4 +1,5 @@
-"""Toy models and data shared by the tests: a tiny named convnet, separable synthetic images, quick trainers."""
+"""Toy models and data shared by the tests: a tiny named convnet, the small CNN of the Shield-training tests,
+separable synthetic images, quick trainers."""
 
 from __future__ import annotations
 
@@ -64,3 +65,47 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: flo
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+#: image size and hooked layers of :func:`small_cnn` in the Shield-training and handler tests (embedded sample)
+SAMPLE_SIZE = 32
+SMALL_CNN_LAYERS = ["2", "6", "10"]
+
+
+def small_cnn() -> nn.Sequential:
+    """Three conv blocks -> linear, 1 channel in, 2 classes; layers ``"2"``, ``"6"``, ``"10"`` are the hooked ones."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, 2),
+    )
+
+
+def shield_wrapper(clf, cushion="jpeg80", seed=0):
+    """An Aegis (Cushion -> ``clf`` -> a small Shield on ``SMALL_CNN_LAYERS``) around a :func:`small_cnn`."""
+    from monai_aegis.networks import AegisWrapper, Shield, cushion_from_name
+
+    torch.manual_seed(seed)
+    cush = cushion_from_name(cushion) if cushion else None
+    shield = Shield.from_classifier(clf, SMALL_CNN_LAYERS, (1, SAMPLE_SIZE, SAMPLE_SIZE), 2, width=16, hidden=32,
+                                    preprocess=cush)
+    return AegisWrapper(clf, shield, cushion=cush)
+
+
+def shield_trainer(wrapper, x, y, epochs, attacks="pgd", steps=5, handlers=(), seed=0, scheduler=None):
+    """A seeded ``ShieldTrainer`` over ``(x, y)`` with an eps ramp 1/256 -> 16/256 and a PGD adversary."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from monai_aegis.engines import ShieldAdversary, ShieldTrainer
+    from monai_aegis.handlers import EpsilonScheduler
+
+    torch.manual_seed(seed)
+    scheduler = scheduler or EpsilonScheduler(1 / 256, 16 / 256, epochs)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    return ShieldTrainer(
+        "cpu", epochs, loader, wrapper, torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
+        adversary=ShieldAdversary(wrapper, attacks=attacks, steps=steps),
+        train_handlers=[scheduler, *handlers],
+    )

@@ -5,6 +5,9 @@ import torch
 from ignite.engine import Events
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch.utils.data import DataLoader, TensorDataset
+from toys import SAMPLE_SIZE as SIZE
+from toys import shield_trainer as _trainer
+from toys import shield_wrapper as _wrapper
 
 from monai_aegis.engines import (
     AdversarialShieldUpdate,
@@ -14,28 +17,8 @@ from monai_aegis.engines import (
     ShieldTrainer,
 )
 from monai_aegis.evaluation import evaluate_shield_detection
-from monai_aegis.handlers import DetectionMetricsHandler, EpsilonScheduler
-from monai_aegis.networks import AegisWrapper, Shield, cushion_from_name
-
-from .conftest import LAYERS, SIZE
-
-
-def _wrapper(clf, cushion="jpeg80", seed=0):
-    torch.manual_seed(seed)
-    cush = cushion_from_name(cushion) if cushion else None
-    shield = Shield.from_classifier(clf, LAYERS, (1, SIZE, SIZE), 2, width=16, hidden=32, preprocess=cush)
-    return AegisWrapper(clf, shield, cushion=cush)
-
-
-def _trainer(wrapper, x, y, epochs, attacks="pgd", steps=5, handlers=(), seed=0, scheduler=None):
-    torch.manual_seed(seed)
-    scheduler = scheduler or EpsilonScheduler(1 / 256, 16 / 256, epochs)
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    return ShieldTrainer(
-        "cpu", epochs, loader, wrapper, torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
-        adversary=ShieldAdversary(wrapper, attacks=attacks, steps=steps),
-        train_handlers=[scheduler, *handlers],
-    )
+from monai_aegis.handlers import EpsilonScheduler
+from monai_aegis.networks import AegisWrapper
 
 
 def test_shield_loss_matches_eq3():
@@ -132,21 +115,6 @@ def test_resume_from_checkpoint(trained_classifier, sample_arrays, tmp_path):
     assert seen["eps"] == pytest.approx(16 / 256)  # the schedule resumes too
     assert seen["same_weights"]  # loaded weights and input standardisation kept (no re-fit on resume)
     assert trainer2.state.epoch == 2 and trainer2.state.iteration == 4
-
-
-def test_detection_metrics_handler(trained_classifier, sample_arrays):
-    wrapper = _wrapper(trained_classifier)
-    x, y = sample_arrays["train"]
-    xv, yv = sample_arrays["val"]
-    handler = DetectionMetricsHandler(wrapper, (xv, yv), "PGD", {"steps": 10})
-    trainer = _trainer(wrapper, x[:32], y[:32], epochs=1, steps=1, handlers=[handler])
-    trainer.run()
-    m = trainer.state.metrics
-    assert m["val_attack_success"] > 0.3 and m["val_n"] == 64
-    assert 0.0 <= m["val_auroc"] <= 1.0 and 0.0 <= m["val_tpr@90tnr"] <= 1.0
-    assert wrapper.threshold.numel() == 2
-    with pytest.raises(ValueError, match="interval"):
-        DetectionMetricsHandler(wrapper, (xv, yv), interval=0)
 
 
 def test_scorer_keeps_classifier_in_eval(trained_classifier):
