@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """BPDA (Athalye et al., ICML 2018) as an attack preprocessing stage.
 
 The autograd function lives with the Cushion (:func:`monai_aegis.networks.layers.bpda`); this module wraps any

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Square attack (Andriushchenko et al., ECCV 2020): a score-based, gradient-free L-inf attack.
 
 It only queries the defended system's outputs -- the true Cushion, classifier and detector, no gradient and no BPDA

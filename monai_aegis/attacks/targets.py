@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Targets of targeted attacks: for each image a class other than its own -- the one rule the Shield's training
 negatives (a fresh draw per batch) and the evaluation's attacks (a fixed, seeded draw) share."""
 

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Datalists of the bundles: the embedded chest X-ray sample by default, a full dataset when ``dataset_dir`` is set."""
 
 from __future__ import annotations

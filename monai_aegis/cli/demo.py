@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """``python -m monai_aegis demo``: apply every Cushion preset to the embedded chest X-ray sample and report what
 it did (intensity change, PSNR, high-frequency energy, what survives of a small perturbation, throughput)."""
 

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Training the classifier: from scratch (:func:`train_classifier`, the bundles' recipe) and adversarially (PGD-AT,
 Madry et al. 2018; TRADES, Zhang et al. 2019) as a fine-tuning of a clean classifier, both on a MONAI
 ``SupervisedTrainer`` with one batch preparation and one class-balancing rule.

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Adversarial training of the Shield (Medical Aegis, Eq. 3 and Eq. 4) on a MONAI ``SupervisedTrainer``.
 
 The trainer's ``network`` is a :class:`ShieldScorer` (images -> per-class clean logits through the Cushion and the

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Robustness evaluation of defended classifiers: attack-and-score helpers, the stress test, the worst-case adaptive
 evaluation (:func:`worst_case_evaluation`, the headline measure), the evaluation runner (:func:`run_evaluation`, also
 ``python -m monai_aegis evaluate``) with its report and ``results.json`` schema."""

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """The schema of ``results.json`` written by :func:`~monai_aegis.evaluation.run_evaluation`, and a small validator.
 
 The schema is a JSON-Schema-style dict using a subset of the vocabulary (``type`` -- a name or a list of names among

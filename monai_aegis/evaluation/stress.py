@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """The stress test of Medical Aegis (the paper's Table 1): how far can an L-inf bounded attacker move the mean
 activation of each hooked layer, up and down, with and without the Cushion?
 

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """The defended system the runner attacks and scores: classifier + Cushion + Shield + baseline detectors on one
 batched hooked forward pass, the attack factory that crafts every attack once, baseline fitting and
 calibration."""

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Worst-case adaptive evaluation of a defended classifier: one robust accuracy per eps that a reviewer can trust.
 
 :func:`worst_case_evaluation` attacks the *whole deployed system* -- Cushion -> classifier -> Shield of the predicted

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Scoped, removable forward hooks that capture intermediate features of any ``nn.Module``.
 
 Unlike MONAI's ``ModelWithHooks`` the hooks are removed on exit, so the classifier is left exactly as it was

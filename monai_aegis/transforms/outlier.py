@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Synthetic out-of-distribution images: what a screening Shield must reject although no attacker made it.
 
 A Shield trained only against adversarial perturbations of clean studies has never seen an input that is not a

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """A preprocessing that never stops a screening run: a file that cannot be read, has the wrong shape or holds no image
 content becomes an entry that says why, and the item still batches with the others."""
 

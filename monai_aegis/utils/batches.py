@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Reading batches: the one way every part of the package takes images (and labels) from what a user hands it.
 
 Accepted everywhere: a ``(N, C, *spatial)`` image tensor (images only), an ``(images, labels)`` tensor pair, or an

@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Training state beyond the weights: the random number generators a run draws from, and fingerprints of weights.
 
 A resumed training run only reproduces an uninterrupted one when every generator it draws from continues where it

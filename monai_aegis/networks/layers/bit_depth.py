@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """Bit-depth reduction (feature squeezing, Xu et al. 2018): keep the most significant bits of every 8-bit level."""
 
 from __future__ import annotations

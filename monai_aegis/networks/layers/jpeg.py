@@ -1,3 +1,8 @@
+# Copyright (c) monai_aegis contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
 """JPEG re-coding of ``(B, C, *spatial)`` batches in [0, 1] with real libjpeg (torchvision's kernels, Pillow as a
 fallback) across worker threads, and kornia's differentiable JPEG as the smooth BPDA proxy."""
 
