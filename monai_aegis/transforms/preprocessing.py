@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -269,26 +270,35 @@ def classification_transforms(
 
 def classification_augmentation(
     keys: KeysCollection = ("image",), shift: int = 4, flip_prob: float = 0.5, shift_prob: float = 0.5,
-    seed: int | None = None,
+    seed: int | None = None, rotate: float = 0.0, vertical_flip_prob: float = 0.0,
 ) -> Compose:
     """The classifiers' training augmentation, as the ``aegis_cxr`` bundle's ``classifier_train#preprocessing``
     lists it: a left-right flip (``RandFlipd``, axis 1 of a channel-first ``(C, W, H)`` image as MONAI loads it) and
     a translation by up to ``shift`` pixels with reflection padding (``RandAffined``), each with its probability.
+    Images without a canonical orientation (fundus photographs) also take an up-down flip and a rotation.
 
     Args:
         keys: the image key(s).
         shift: largest translation in pixels, per axis (0: no translation).
         flip_prob, shift_prob: probabilities of the flip and of the translation.
         seed: seeds the transforms' random state (``set_random_state``); ``None`` leaves MONAI's default.
+        rotate: largest rotation in degrees, either way, applied with the translation (0: none).
+        vertical_flip_prob: probability of an up-down flip (0: none; a chest X-ray has an up and a down).
 
     Returns:
         a ``Compose`` for preprocessed ``{"image": (C, H, W) tensor in [0, 1]}`` items (append it after
         :func:`classification_transforms`).
     """
+    if float(rotate) < 0 or not 0.0 <= float(vertical_flip_prob) <= 1.0:
+        raise ValueError(f"rotate must be >= 0 degrees and vertical_flip_prob in [0, 1], got {rotate}, "
+                         f"{vertical_flip_prob}.")
     steps: list[Any] = [RandFlipd(keys, prob=float(flip_prob), spatial_axis=1)]
-    if int(shift) > 0:
+    if float(vertical_flip_prob) > 0:
+        steps.append(RandFlipd(keys, prob=float(vertical_flip_prob), spatial_axis=0))
+    if int(shift) > 0 or float(rotate) > 0:
+        rotation = {"rotate_range": math.radians(float(rotate))} if float(rotate) > 0 else {}
         steps.append(RandAffined(keys, prob=float(shift_prob), translate_range=(int(shift), int(shift)),
-                                 padding_mode="reflection"))
+                                 padding_mode="reflection", **rotation))
     out = Compose(steps)
     if seed is not None:
         out.set_random_state(int(seed))

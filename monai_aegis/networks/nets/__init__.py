@@ -13,10 +13,20 @@ from .classifiers import (
     save_classifier,
     small_vgg,
 )
+from .efficientnet_lite import (
+    EFFICIENTNET_LITE_VARIANTS,
+    EfficientNetLite,
+    efficientnet_lite,
+    efficientnet_lite_weights,
+)
 from .shield import Shield, feature_shapes
 
 __all__ = [
     "CLASSIFIERS",
+    "EFFICIENTNET_LITE_VARIANTS",
+    "EfficientNetLite",
+    "efficientnet_lite",
+    "efficientnet_lite_weights",
     "SHIELD_INPUTS",
     "SMALL_VGG_LAYERS",
     "AegisWrapper",

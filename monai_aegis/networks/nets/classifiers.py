@@ -7,7 +7,8 @@
 
 A saved :class:`~monai_aegis.networks.AegisWrapper` stores weights, not code, so ``python -m monai_aegis evaluate``
 needs the architecture by name: ``"resnet18"`` (torchvision, input stem for any channel count, trained from
-scratch), ``"small_vgg"`` (a four-block VGG-style network, cheap enough for CPU experiments at 64 px) or any
+scratch), ``"small_vgg"`` (a four-block VGG-style network, cheap enough for CPU experiments at 64 px),
+``"efficientnet_lite"`` (ImageNet-pretrained EfficientNet-Lite from the ``pretrained`` extra) or any
 ``"package.module:callable"`` taking ``in_channels`` and ``num_classes``.
 """
 
@@ -21,6 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
+
+from .efficientnet_lite import efficientnet_lite
 
 __all__ = [
     "CLASSIFIERS",
@@ -103,7 +106,9 @@ def resnet18_classifier(in_channels: int = 1, num_classes: int = 2) -> nn.Module
 
 
 #: built-in architecture names of :func:`build_classifier`
-CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {"small_vgg": small_vgg, "resnet18": resnet18_classifier}
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
+    "small_vgg": small_vgg, "resnet18": resnet18_classifier, "efficientnet_lite": efficientnet_lite,
+}
 
 
 def build_classifier(name: str, in_channels: int = 1, num_classes: int = 2, **kwargs: Any) -> nn.Module:
@@ -147,7 +152,10 @@ def load_classifier(path: str | os.PathLike, in_channels: int = 1, num_classes: 
     ckpt = safe_torch_load(path, map_location=map_location)
     if not isinstance(ckpt, Mapping) or "arch" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"'{path}' is not a classifier checkpoint (save_classifier format).")
-    model = build_classifier(ckpt["arch"], in_channels=in_channels, num_classes=num_classes, **ckpt.get("kwargs", {}))
+    kwargs = dict(ckpt.get("kwargs", {}))
+    if kwargs.get("pretrained"):  # the weights come from the checkpoint: skip the pretrained initialisation
+        kwargs["pretrained"] = False
+    model = build_classifier(ckpt["arch"], in_channels=in_channels, num_classes=num_classes, **kwargs)
     model.load_state_dict(ckpt["state_dict"])
     info = json.loads(ckpt.get("info") or "{}")
     info.update(arch=ckpt["arch"], kwargs=dict(ckpt.get("kwargs", {})))
