@@ -46,7 +46,7 @@ class CarliniWagnerL2(Attack):
             ``steps // 10`` steps.
         preprocess: preprocessing stage differentiated through (BPDA cushion).
         detector_gate: optional gate; success then also requires acceptance.
-        memory_format: see :class:`~.engine.Attack`.
+        memory_format, amp: see :class:`~.engine.Attack`.
 
     ``result.info`` holds ``"c"`` (the final constants) and ``"best_l2_history"`` (``(binary_search_steps, B)``,
     the best L2 found after each constant, ``inf`` while none).
@@ -66,11 +66,12 @@ class CarliniWagnerL2(Attack):
         preprocess: nn.Module | None = None,
         detector_gate: DetectorGate | None = None,
         memory_format: str = "auto",
+        amp: bool | str | None = None,
     ) -> None:
         if clip is None or not all(abs(float(c)) < float("inf") for c in clip):
             raise ValueError("CarliniWagnerL2 needs a finite clip range for its tanh box.")
         super().__init__(model, preprocess=preprocess, clip=clip, detector_gate=detector_gate,
-                         memory_format=memory_format)
+                         memory_format=memory_format, amp=amp)
         self.initial_c = check_positive(initial_c, "initial_c")
         for name, v in (("binary_search_steps", binary_search_steps), ("steps", steps)):
             if int(v) != v or int(v) < 1:

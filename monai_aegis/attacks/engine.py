@@ -30,6 +30,7 @@ from torch import nn
 
 from ..networks import FeatureHooks
 from ..utils import check_image_batch, check_labels, check_positive
+from ..utils.precision import autocast, full_precision, resolve_amp
 from .diversity import GradientSmoothing, InputDiversity
 from .objectives import (
     CrossEntropy,
@@ -175,6 +176,10 @@ class Attack:
             samples (both layouts, same RNG state, no RNG consumed) shows identical logits up to float rounding, for
             images of at least 128 x 128 pixels (smaller ones run faster in NCHW); the verdict is cached per model
             and preprocessing stage, and any failure falls back to ``"preserve"`` (the input's layout).
+        amp: run the classifier (only it) in reduced precision (:func:`~monai_aegis.utils.resolve_amp`:
+            ``True`` = bfloat16 autocast on a CPU that has it, float16 on CUDA; ``"bf16"``, ``"fp16"``). Its logits
+            and hooked features come back in float32, so objectives, steps, projections and the success checks
+            run in full precision and the budget stays exact; the Cushion and any detector run in float32.
     """
 
     def __init__(
@@ -184,6 +189,7 @@ class Attack:
         clip: Sequence[float] | None = (0.0, 1.0),
         detector_gate: DetectorGate | None = None,
         memory_format: str = "auto",
+        amp: bool | str | torch.dtype | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
@@ -198,6 +204,8 @@ class Attack:
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
         self.detector_gate = detector_gate
         self.memory_format = memory_format
+        self.amp = amp
+        resolve_amp(amp, "cuda")  # checks the spelling now (the device is known at the first batch)
 
     # ------------------------------------------------------------------------------------------ public API
     def perturb(
@@ -270,7 +278,8 @@ class Attack:
                 torch.set_rng_state(rng)
                 alt = self._forward(x.contiguous(memory_format=torch.channels_last), None)[0]
             scale = float(ref.abs().max()) + 1.0
-            return bool(torch.allclose(alt, ref, rtol=1e-3, atol=1e-4 * scale))
+            tol = 1e-3 if resolve_amp(self.amp, x.device) is None else 3e-2  # bfloat16 keeps ~3 significant digits
+            return bool(torch.allclose(alt, ref, rtol=tol, atol=0.1 * tol * scale))
         except Exception:  # an op that cannot take the layout: keep the input's
             return False
         finally:
@@ -318,10 +327,12 @@ class Attack:
             z = self.preprocess(x)
             if z.ndim == x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
                 z = z.contiguous(memory_format=torch.channels_last)  # the classifier sees the attack's layout
-        logits = self.model(z)
+        with autocast(z.device, resolve_amp(self.amp, z.device)):
+            logits = self.model(z)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"the model must return (B, num_classes) logits, got {got}.")
+        logits = full_precision(logits)
         return logits, (hooks.collect() if hooks is not None else _NO_FEATURES)
 
     def _forward_fn(
@@ -426,7 +437,7 @@ class IterativeAttack(Attack):
             last one. Exact for deterministic forwards; with input diversity or EOT the per-step ranking uses the
             randomised forward, and the chosen point is re-evaluated cleanly.
         random_start_surface: draw the random start on the surface of the ball (APGD).
-        detector_gate, memory_format: see :class:`Attack`.
+        detector_gate, memory_format, amp: see :class:`Attack`.
 
     Raises:
         ValueError: for a non-positive ``steps``, ``restarts``, ``eot_samples`` or ``step_size``.
@@ -452,11 +463,13 @@ class IterativeAttack(Attack):
         random_start_surface: bool = False,
         detector_gate: DetectorGate | None = None,
         memory_format: str = "auto",
+        amp: bool | str | torch.dtype | None = None,
     ) -> None:
         if not isinstance(threat, ThreatModel):
             raise TypeError(f"threat must be a ThreatModel (LinfBall, L2Ball), got {type(threat).__name__}.")
         super().__init__(
-            model, preprocess=preprocess, clip=threat.clip, detector_gate=detector_gate, memory_format=memory_format
+            model, preprocess=preprocess, clip=threat.clip, detector_gate=detector_gate, memory_format=memory_format,
+            amp=amp,
         )
         objective = CrossEntropy() if objective is None else objective
         if not isinstance(objective, Objective):

@@ -409,7 +409,7 @@ class TransferAttack(Attack):
             if _key(attack) == "tf":
                 raise ValueError("the source attack of a transfer attack cannot itself be 'TF'.")
             source = make_attack(attack, source_model, **attack_kwargs)
-        super().__init__(model, preprocess=preprocess, clip=source.clip, detector_gate=detector_gate)
+        super().__init__(model, preprocess=preprocess, clip=source.clip, detector_gate=detector_gate, amp=source.amp)
         self.source = source
         self.layer_names = detector_gate.layer_names if detector_gate is not None else ()
 
@@ -502,7 +502,8 @@ _DETECTOR_ATTACKS = ("wb", "wbd", "spgd", "opgd", "apgdjoint")
 
 def make_aegis_attack(name: str, aegis: nn.Module, **overrides: Any) -> Attack:
     """Build a named attack on a defended model (an :class:`~monai_aegis.networks.AegisWrapper`): the attack
-    sees the classifier through the wrapper's Cushion (``preprocess``, differentiated with its BPDA backward);
+    sees the classifier through the wrapper's Cushion (``preprocess``, differentiated with its BPDA backward) and in
+    the wrapper's precision (``amp``);
     WB, WB_d, SPGD, OPGD and APGD-Joint also attack its Shield with the wrapper's reject threshold; every other
     attack gets the Shield as a ``detector_gate``, so its result reports ``accepted`` and ``success_undetected``
     (for Square, the gate also defines its loss: the system's "fooled and accepted" margin).
@@ -519,7 +520,7 @@ def make_aegis_attack(name: str, aegis: nn.Module, **overrides: Any) -> Attack:
     shield = getattr(aegis, "shield", None)
     thr = getattr(aegis, "threshold", None)
     thr = None if thr is None or (isinstance(thr, torch.Tensor) and thr.numel() == 0) else thr
-    kw: dict[str, Any] = {"preprocess": getattr(aegis, "cushion", None)}
+    kw: dict[str, Any] = {"preprocess": getattr(aegis, "cushion", None), "amp": getattr(aegis, "amp", None)}
     if key in _DETECTOR_ATTACKS:
         if shield is None or thr is None:
             raise ValueError(f"{name} attacks the Shield: the wrapper needs a Shield and a threshold (calibrate it).")

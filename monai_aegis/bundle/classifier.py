@@ -174,10 +174,12 @@ def prepare_classifier(
     adversarial_save_path: str | os.PathLike | None = None,
     resume: bool = False,
     settings: Mapping[str, Any] | None = None,
+    amp: bool | str | None = False,
 ) -> nn.Module:
     """The bundle's classifier: loaded from ``checkpoint`` when one is given (training skipped), else trained from
-    scratch on ``train_loader`` and saved atomically to ``save_path`` (weights), with a JSON record beside it
-    (``classifier.json``: the settings it was trained with and a fingerprint of the weights).
+    its initial weights (random, or the pretrained ones the network loaded) on ``train_loader`` and saved atomically
+    to ``save_path`` (weights), with a JSON record beside it (``classifier.json``: the settings it was trained with
+    and a fingerprint of the weights).
 
     With ``adversarial`` settings whose ``eps`` is positive (keyword arguments of
     :func:`~monai_aegis.engines.adversarially_finetune`: ``eps``, ``method``, ``epochs``, ``steps``, ``lr``,
@@ -190,6 +192,7 @@ def prepare_classifier(
             ``epochs``, ``lr``, ``settings``; for the fine-tuned file also the ``adversarial`` settings and the base
             classifier's weights) and the file is the one recorded. Otherwise the log says why and training runs.
         settings: JSON-like description of the training data (dataset, size, seed...) recorded with the weights.
+        amp: reduced precision for the classifier's training (:func:`~monai_aegis.engines.train_classifier`).
 
     Raises:
         ValueError: neither a checkpoint nor training data; ``settings`` that are not JSON-like.
@@ -209,9 +212,9 @@ def prepare_classifier(
         from ..utils import state_fingerprint
 
         plan = {**data, "architecture": type(network).__name__, "initial_weights": state_fingerprint(network),
-                "epochs": int(epochs), "lr": float(lr)}
+                "epochs": int(epochs), "lr": float(lr), **({"amp": str(amp)} if amp else {})}
         _train_or_reuse(network, save_path, plan, resume, device, "classifier",
-                        lambda: train_classifier(network, train_loader, epochs, lr, device, val_loader))
+                        lambda: train_classifier(network, train_loader, epochs, lr, device, val_loader, amp=amp))
         model = network
     at = dict(adversarial or {})
     if float(at.get("eps", 0) or 0) > 0:

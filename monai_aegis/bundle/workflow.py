@@ -194,9 +194,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_aegis(network: nn.Module | None, path: str | os.PathLike, device: Any = "cpu") -> Any:
+def load_aegis(network: nn.Module | None, path: str | os.PathLike, device: Any = "cpu",
+               amp: bool | str | None = None) -> Any:
     """Rebuild the wrapper saved by a bundle's training (``AegisWrapper.save``) around ``network`` (the bundle's
-    ``network_def``), in eval mode on ``device``.
+    ``network_def``), in eval mode on ``device``, its classifier running in the precision ``amp`` asks for (the
+    bundles' ``amp`` switch; see :class:`~monai_aegis.networks.AegisWrapper`).
 
     Raises:
         FileNotFoundError: a missing checkpoint (the message says how to create it).
@@ -208,7 +210,7 @@ def load_aegis(network: nn.Module | None, path: str | os.PathLike, device: Any =
                                 "(python -m monai.bundle run --config_file <bundle>/train.json).")
     if network is None:
         raise ValueError("load_aegis needs the classifier architecture (network_def).")
-    wrapper = AegisWrapper.load(path, network, map_location=device)
+    wrapper = AegisWrapper.load(path, network, map_location=device, amp=amp)
     return wrapper.to(device).eval()
 
 

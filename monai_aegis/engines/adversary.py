@@ -108,6 +108,7 @@ class ShieldAdversary:
             "random_start": self.random_start,
             "clip": self.clip,
             "preprocess": w.cushion,
+            "amp": getattr(w, "amp", None),
         }
         if name == "apgd_joint":  # APGD sets its own step size (2 eps, halved on plateaus)
             return JointAPGD(w.classifier, w.shield, threshold=self.threshold, lam=self.lam,

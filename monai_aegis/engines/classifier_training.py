@@ -205,31 +205,46 @@ def train_classifier(
     device: Any = "cpu",
     val_loader: Any = None,
     class_weights: bool = True,
+    amp: bool | str | None = False,
 ) -> dict[str, Any]:
-    """Train ``network`` from scratch with a MONAI ``SupervisedTrainer`` (AdamW, one-cycle learning rate,
-    cross-entropy with balanced class weights: medical sets are rarely balanced).
+    """Train ``network`` (from scratch, or fine-tune a pretrained one) with a MONAI ``SupervisedTrainer`` (AdamW,
+    one-cycle learning rate, cross-entropy with balanced class weights: medical sets are rarely balanced).
+
+    Args:
+        amp: run the network in reduced precision (:func:`~monai_aegis.utils.resolve_amp`: bfloat16 autocast on a
+            CPU that supports it, float16 AMP with loss scaling on CUDA); the loss stays in float32.
 
     Returns:
         ``{"epochs", "loss", "val_accuracy"?}``.
     """
     from ignite.engine import Events
 
+    from ..utils.precision import AutocastInferer, resolve_amp
+
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     network.to(device)
+    dtype = resolve_amp(amp, device)
     weight = balanced_class_weights(network, train_loader, device) if class_weights else None
     opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     steps = int(epochs) * len(train_loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    on_cuda = torch.device(device).type == "cuda"
+    precision: dict[str, Any] = {}
+    if dtype is not None and on_cuda:  # MONAI's AMP: autocast + GradScaler
+        precision = {"amp": True, "amp_kwargs": {"dtype": dtype}}
+    elif dtype is not None:
+        precision = {"inferer": AutocastInferer(device, dtype)}
     trainer = SupervisedTrainer(
         device=device, max_epochs=int(epochs), train_data_loader=train_loader, network=network, optimizer=opt,
         loss_function=nn.CrossEntropyLoss(weight=weight), decollate=False,
-        prepare_batch=prepare_image_label,
+        prepare_batch=prepare_image_label, **precision,
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: sched.step())
     trainer.run()
     loss = float(torch.as_tensor(trainer.state.output["loss"]).detach())
-    info: dict[str, Any] = {"epochs": int(epochs), "loss": loss}
+    info: dict[str, Any] = {"epochs": int(epochs), "loss": loss,
+                            "amp": None if dtype is None else str(dtype).removeprefix("torch.")}
     if val_loader is not None:
         info["val_accuracy"] = accuracy(network, val_loader, device)
     network.eval()

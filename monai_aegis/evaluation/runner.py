@@ -199,7 +199,7 @@ def run_evaluation(
             w = wrapper
             label = cushion_name
         else:
-            w = AegisWrapper(wrapper.classifier, wrapper.shield, cushion=None)
+            w = AegisWrapper(wrapper.classifier, wrapper.shield, cushion=None, amp=wrapper.amp)
             if has_shield and wrapper.threshold.numel():
                 w.set_threshold(wrapper.threshold)
             label = "none"

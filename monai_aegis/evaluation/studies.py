@@ -147,7 +147,7 @@ def cushion_ablation_study(
                     "cushion ablation")
     for cname in cfg.cushion_ablation:
         cushion = resolve_cushion(cname)
-        w = AegisWrapper(wrapper.classifier, wrapper.shield, cushion=cushion)
+        w = AegisWrapper(wrapper.classifier, wrapper.shield, cushion=cushion, amp=wrapper.amp)
         w.calibrate(x_val, tnr=cfg.tnr, batch_size=cfg.batch_size)
         system = DefendedSystem(cname, w, layers, cfg, device)
         clean = system.score(x, ["shield"])

@@ -95,7 +95,7 @@ class DefendedSystem:
         names = self.hooked()
         logits, shield, feats = [], [], OrderedDict((n, []) for n in keep)
         for out, f in hooked_batches(self.classifier, x, names, self.wrapper.preprocess, self.cfg.batch_size,
-                                     self.device):
+                                     self.device, amp=self.wrapper.amp):
             logits.append(out.cpu())
             if self.wrapper.shield is not None:
                 shield.append(self.wrapper.shield(OrderedDict((n, f[n]) for n in self.wrapper.layer_names)).cpu())
@@ -176,7 +176,7 @@ class AttackFactory:
             return label, make_aegis_attack(name, system.wrapper, **kw)
         if _key(name) in SHIELD_ATTACKS:
             raise ValueError(f"{label} attacks the Shield; the wrapper has none.")
-        return label, make_attack(name, system.classifier, preprocess=system.cushion, **kw)
+        return label, make_attack(name, system.classifier, preprocess=system.cushion, amp=system.wrapper.amp, **kw)
 
 
 def craft(attack: Any, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, batch_size: int, device: torch.device,
@@ -214,7 +214,8 @@ def fit_baselines(
         kw = {"eps": cfg.eps, "steps": cfg.conventional_steps, **cfg.fit_attack_kwargs}
         if _key(cfg.fit_attack) == "fgsm":
             kw.pop("steps")
-        attack = make_attack(cfg.fit_attack, system.classifier, preprocess=system.cushion, **kw)
+        attack = make_attack(cfg.fit_attack, system.classifier, preprocess=system.cushion, amp=system.wrapper.amp,
+                             **kw)
         t = other_class_targets(y, logits.shape[1], cfg.seed + 7)
         bar.set(f"fit attack ({system.label})")
         x_adv = craft(attack, x, y, t, cfg.batch_size, system.device, bar)

@@ -471,7 +471,7 @@ def worst_case_evaluation(
     # ------------------------------------------------------------------ undefended reference
     undefended: list[dict[str, Any]] = []
     if cfg.undefended:
-        base = AegisWrapper(wrapper.classifier)
+        base = AegisWrapper(wrapper.classifier, amp=wrapper.amp)
         undefended = _undefended_curve(base, x, y, target_sets, cfg, dev)
         for row, ref in zip(curve, undefended):
             row["undefended_robust_accuracy"] = ref["robust_accuracy"]
@@ -575,7 +575,7 @@ def _build(wrapper: AegisWrapper, name: str, kw: Mapping[str, Any], cushion: nn.
         args["decay_at"] = max(1, steps // 2)
     if has_shield:
         return make_aegis_attack(name, wrapper, preprocess=cushion, **args)
-    return make_attack(name, wrapper.classifier, preprocess=cushion, **args)
+    return make_attack(name, wrapper.classifier, preprocess=cushion, amp=wrapper.amp, **args)
 
 
 def _blackbox(wrapper: AegisWrapper, x: torch.Tensor, y: torch.Tensor, target_sets: Sequence[torch.Tensor],
@@ -591,7 +591,7 @@ def _blackbox(wrapper: AegisWrapper, x: torch.Tensor, y: torch.Tensor, target_se
             continue
         kw = {"eps": eps, "queries": cfg.blackbox_queries, "p_init": cfg.blackbox_p_init, "seed": cfg.seed + k}
         attack = make_aegis_attack("Square", wrapper, **kw) if has_shield else \
-            make_attack("Square", wrapper.classifier, preprocess=wrapper.cushion, **kw)
+            make_attack("Square", wrapper.classifier, preprocess=wrapper.cushion, amp=wrapper.amp, **kw)
         for chunk in idx.split(cfg.batch_size):
             res = attack(x[chunk].to(dev), y[chunk].to(dev), target=t[chunk].to(dev))
             found = judge.broken(res.x_adv.detach().cpu(), y[chunk])

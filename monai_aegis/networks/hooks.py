@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.precision import REDUCED_DTYPES, autocast, full_precision, resolve_amp
+
 __all__ = [
     "INPUT_LAYER",
     "LAYER_PRESETS",
@@ -47,16 +49,22 @@ LAYER_PRESETS: dict[str, tuple[str, ...]] = {
     "monai_resnet": ("layer1", "layer2", "layer3", "layer4"),
     "monai_densenet": ("features.transition1", "features.transition2", "features.transition3", "features.norm5"),
     "small_vgg": ("block1", "block2", "block3", "block4"),
+    # first block of each down-sampling stage after the stem (at 1/4 ... 1/32), as ResNet-50's 1/4/8/14
+    "efficientnet_lite0": ("backbone._blocks.1", "backbone._blocks.3", "backbone._blocks.5", "backbone._blocks.11"),
 }
 
 
 def default_layer_names(model: nn.Module) -> tuple[str, ...]:
     """Return the preset layer names for a known backbone, or raise ``ValueError`` naming the options.
 
-    Recognises torchvision ``ResNet`` (by block type and depth), ``VGG`` (16 conv layers), MONAI ``ResNet``,
-    MONAI ``DenseNet`` (any depth) and :func:`~monai_aegis.networks.nets.small_vgg`. For anything else, pass
-    layer names explicitly.
+    Recognises a model that names its own preset in a ``layer_preset`` attribute (e.g.
+    :class:`~monai_aegis.networks.nets.EfficientNetLite`), torchvision ``ResNet`` (by block type and depth), ``VGG``
+    (16 conv layers), MONAI ``ResNet``, MONAI ``DenseNet`` (any depth) and
+    :func:`~monai_aegis.networks.nets.small_vgg`. For anything else, pass layer names explicitly.
     """
+    own = getattr(model, "layer_preset", None)
+    if own is not None:
+        return tuple(own)
     cls = type(model)
     module = cls.__module__
     names = {n for n, _ in model.named_modules()}
@@ -142,6 +150,10 @@ class FeatureHooks:
             :data:`INPUT_LAYER` captures the model's input (a forward pre-hook on ``model``).
         detach: store detached outputs (no autograd graph is kept).
         transform: optional callable applied to each captured output (e.g. pooling) before storing it.
+
+    Under ``torch.autocast`` (the library's ``amp`` option) a layer's reduced-precision output is stored in float32,
+    so whatever reads the features (the Shield, a detector, an objective) runs in full precision; gradients flow
+    back through the cast into the reduced-precision classifier.
     """
 
     def __init__(
@@ -187,6 +199,8 @@ class FeatureHooks:
             raise TypeError(f"layer {name!r} returned {type(output).__name__}; FeatureHooks needs a tensor output.")
         if self.detach:
             output = output.detach()
+        if output.dtype in REDUCED_DTYPES and torch.is_autocast_enabled(output.device.type):
+            output = output.float()  # under autocast features leave in float32, as the logits do (utils.precision)
         if self.transform is not None:
             output = self.transform(output)
         self.features[name] = output
@@ -264,19 +278,23 @@ def hooked_batches(
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 64,
     device: Any = None,
+    amp: bool | str | None = None,
 ) -> Iterator[tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]]:
     """The one batched hooked forward pass: ``model(preprocess(x_b))`` for each batch ``x_b`` of ``x`` (moved to
     ``device`` when given), without autograd, yielding ``(logits, features of layer_names)`` per batch -- the
     features the Shield, the baselines, the stress test and the feature-space attacks read.
 
-    The modules' train/eval modes are left as they are (callers that need eval mode set it).
+    The modules' train/eval modes are left as they are (callers that need eval mode set it). ``amp`` runs
+    ``model`` alone in reduced precision (:func:`~monai_aegis.utils.resolve_amp`); logits and features are float32.
     """
     with FeatureHooks(model, layer_names) as hooks:
         for xb in x.split(int(batch_size)):
             hooks.clear()
             xb = xb if device is None else xb.to(device)
-            logits = model(preprocess(xb) if preprocess is not None else xb)
-            yield logits, hooks.collect()
+            z = preprocess(xb) if preprocess is not None else xb
+            with autocast(z.device, resolve_amp(amp, z.device)):
+                logits = model(z)
+            yield full_precision(logits), hooks.collect()
 
 
 def pool_features(features: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:

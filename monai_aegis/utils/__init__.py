@@ -13,22 +13,28 @@ from .io import (
     json_safe,
     safe_torch_load,
 )
+from .precision import AutocastInferer, autocast, cpu_supports_bf16, full_precision, resolve_amp
 from .state import RandomStates, state_fingerprint
 from .validation import check_image_batch, check_labels, check_positive, check_value_range
 
 __all__ = [
+    "AutocastInferer",
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "autocast",
     "check_image_batch",
     "check_labels",
     "check_positive",
     "check_value_range",
+    "cpu_supports_bf16",
     "error_line",
+    "full_precision",
     "iter_batches",
     "json_safe",
     "RandomStates",
+    "resolve_amp",
     "safe_torch_load",
     "stack_batches",
     "tensor_loader",

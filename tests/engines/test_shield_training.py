@@ -81,6 +81,9 @@ def test_mixed_adversaries_and_wb_term(trained_classifier, sample_arrays):
     assert (res.x_adv - x[:8]).abs().max() <= 8 / 256 + 1e-6
     with pytest.raises(ValueError, match="did you mean|not a valid"):
         ShieldAdversary(wrapper, attacks="pgdd")
+    assert all(adv.build(name, 8 / 256).amp is None for name in ("pgd", "wb", "spgd", "apgd_joint"))
+    wrapper.amp = "bf16"  # the adversary runs the classifier in the wrapper's precision
+    assert all(adv.build(name, 8 / 256).amp == "bf16" for name in ("pgd", "wb", "spgd", "apgd_joint"))
 
 
 def test_resume_from_checkpoint(trained_classifier, sample_arrays, tmp_path):

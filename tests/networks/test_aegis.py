@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from monai_aegis.attacks import make_aegis_attack
 from monai_aegis.networks import AegisWrapper, CushionLayer, Shield, cushion_from_name
 
 
@@ -188,3 +189,29 @@ def test_top_level_exports():
     assert {"AegisWrapper", "Cushion", "build_aegis", "transforms"} <= set(dir(monai_aegis))
     with pytest.raises(AttributeError, match="no attribute"):
         monai_aegis.NotAThing  # noqa: B018
+
+
+def test_amp_wrapper_runs_the_classifier_in_bfloat16(tmp_path):
+    """``amp``: classifier in bfloat16, logits / features / Shield / Cushion in float32; screen and attacks built
+    from the wrapper follow it; a saved wrapper loads in the precision asked for (a runtime choice)."""
+    torch.manual_seed(0)
+    w = _aegis()
+    x = torch.rand(6, 1, 16, 16)
+    with torch.no_grad():
+        full_logits, full_feats = w.forward_features(x)
+        w.calibrate(torch.rand(24, 1, 16, 16), min_per_class=1)
+    low = AegisWrapper(w.classifier, w.shield, cushion=w.cushion, threshold=w.threshold, amp="bf16")
+    with torch.no_grad():
+        logits, feats = low.forward_features(x)
+        out = low.screen(x)
+    assert logits.dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats.values())
+    assert not torch.equal(logits, full_logits) and torch.allclose(logits, full_logits, atol=0.05, rtol=0.05)
+    assert all(torch.allclose(feats[k], full_feats[k], atol=0.05, rtol=0.05) for k in feats)
+    assert out["shield_logits"].dtype == torch.float32 and torch.equal(out["logits"], logits)
+    assert make_aegis_attack("PGD", low, eps=8 / 256, steps=2).amp == "bf16"
+    path = tmp_path / "aegis.pt"
+    low.save(path)
+    assert AegisWrapper.load(path, Net().eval()).amp is None
+    assert AegisWrapper.load(path, Net().eval(), amp="bf16").amp == "bf16"
+    with pytest.raises(ValueError, match="amp must be"):
+        AegisWrapper(w.classifier, amp="half")

@@ -18,6 +18,7 @@ from torch import nn
 from ...metrics.detection import accept_mask, check_threshold, per_sample_threshold
 from ...utils.batches import iter_batches
 from ...utils.io import atomic_torch_save, safe_torch_load
+from ...utils.precision import autocast, full_precision, resolve_amp
 from ...utils.validation import check_image_batch
 from ..hooks import INPUT_LAYER, FeatureHooks, resolve_layer_names
 from .shield import Shield
@@ -103,6 +104,12 @@ class AegisWrapper(nn.Module):
         input_shape: ``(C, *spatial)`` of the images the Shield was built and calibrated for (``build_aegis``
             records it; saved with the wrapper). :meth:`screen` refuses other shapes with a message saying so;
             ``None``: only the channel count (from the classifier's first convolution) is checked.
+        amp: run the classifier in reduced precision (:func:`~monai_aegis.utils.resolve_amp`: ``True`` =
+            bfloat16 autocast on a CPU that has it, float16 on CUDA; ``"bf16"`` / ``"fp16"``). Logits and hooked
+            features come back in float32; the Cushion and the Shield run in float32. Attacks built from the
+            wrapper (:func:`~monai_aegis.attacks.make_aegis_attack`, the Shield's training adversaries, the
+            evaluation) run the classifier the same way, so the system attacked is the system deployed. A runtime
+            choice: not saved with the wrapper.
 
     The classifier is treated as frozen: the wrapper keeps it in eval mode whatever mode the wrapper is put in.
     """
@@ -115,8 +122,11 @@ class AegisWrapper(nn.Module):
         cushion: nn.Module | str | None = None,
         threshold: float | torch.Tensor | None = None,
         input_shape: Sequence[int] | None = None,
+        amp: bool | str | None = None,
     ) -> None:
         super().__init__()
+        resolve_amp(amp, "cuda")  # a clear error for a misspelt value now, not at the first batch
+        self.amp = amp
         self.classifier = classifier
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.shield = shield
@@ -157,14 +167,19 @@ class AegisWrapper(nn.Module):
         return x if self.cushion is None else self.cushion(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.preprocess(x))
+        z = self.preprocess(x)
+        with autocast(z.device, resolve_amp(self.amp, z.device)):
+            logits = self.classifier(z)
+        return full_precision(logits)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One cushioned forward pass returning ``(logits, features)`` of the hooked layers."""
+        """One cushioned forward pass returning ``(logits, features)`` of the hooked layers (float32)."""
         if not self.layer_names:
             return self.forward(x), {}
-        logits, feats = FeatureHooks(self.classifier, self.layer_names).run(self.preprocess(x))
-        return logits, feats
+        z = self.preprocess(x)
+        with autocast(z.device, resolve_amp(self.amp, z.device)):
+            logits, feats = FeatureHooks(self.classifier, self.layer_names).run(z)
+        return full_precision(logits), feats
 
     def set_threshold(self, threshold: float | torch.Tensor) -> None:
         t = check_threshold(threshold, None if self.shield is None else self.shield.num_classes)
@@ -331,9 +346,10 @@ class AegisWrapper(nn.Module):
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, classifier: nn.Module, map_location: Any = "cpu") -> AegisWrapper:
+    def load(cls, path: str | os.PathLike, classifier: nn.Module, map_location: Any = "cpu",
+             amp: bool | str | None = None) -> AegisWrapper:
         """Rebuild a saved wrapper around ``classifier`` (an instance of the saved architecture; its weights are
-        replaced by the saved ones).
+        replaced by the saved ones), running it in the precision ``amp`` asks for.
 
         Raises:
             FileNotFoundError: when ``path`` does not exist.
@@ -367,7 +383,8 @@ class AegisWrapper(nn.Module):
             from ..layers import cushion_from_config
 
             cushion = cushion_from_config(ckpt["cushion"])
-        wrapper = cls(classifier, shield, ckpt["layer_names"] or None, cushion, input_shape=ckpt.get("input_shape"))
+        wrapper = cls(classifier, shield, ckpt["layer_names"] or None, cushion, input_shape=ckpt.get("input_shape"),
+                      amp=amp)
         if ckpt["threshold"].numel():
             wrapper.set_threshold(ckpt["threshold"])
         wrapper.calibration = dict(ckpt.get("calibration", {}))
@@ -391,6 +408,7 @@ def build_aegis(
     shield_inputs: str = "features",
     input_depth: int = 4,
     seed: int | None = None,
+    amp: bool | str | None = None,
 ) -> AegisWrapper:
     """An :class:`~monai_aegis.networks.AegisWrapper` around ``classifier`` with a fresh Shield sized by a dry run.
 
@@ -409,6 +427,7 @@ def build_aegis(
         input_depth: 3x3 convolutions of the input branch.
         seed: seed of the Shield's initial weights (drawn from a private generator state, so torch's global RNG is
             left as it was); ``None``: from torch's global RNG.
+        amp: reduced precision for the classifier (see :class:`AegisWrapper`).
     """
     from monai.utils import look_up_option
 
@@ -438,4 +457,4 @@ def build_aegis(
         shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
                                         preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
                                         input_depth=int(input_depth))
-    return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape).to(device)
+    return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape, amp=amp).to(device)
