@@ -11,6 +11,7 @@ from .classifier_training import (
     accuracy,
     adversarially_finetune,
     balanced_class_weights,
+    labelled_batch,
     prepare_image_label,
     train_classifier,
 )
@@ -26,6 +27,7 @@ from .shield_training import (
 __all__ = [
     "train_classifier",
     "prepare_image_label",
+    "labelled_batch",
     "balanced_class_weights",
     "accuracy",
     "ADVERSARIAL_TRAINING_METHODS",

@@ -27,7 +27,7 @@ from ..attacks.targets import sample_other_classes
 from ..networks.nets.aegis import AegisWrapper
 from ..networks.nets.shield import Shield
 from ..utils.state import numpy_state_from_dict, numpy_state_to_dict
-from ..utils.validation import check_labels
+from .classifier_training import labelled_batch
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 Accuracy, _ = optional_import("ignite.metrics", "0.4.11", min_version, "Accuracy")
@@ -180,13 +180,7 @@ class AdversarialShieldUpdate:
         self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def __call__(self, engine: Any, batchdata: Any) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        x, y = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        if y is None:
-            raise ValueError("Shield training needs class labels in the batch ('label').")
-        y = check_labels(torch.as_tensor(y).reshape(x.shape[0], -1)[:, 0], x.shape[0], self.num_classes, "label")
-        x = convert_to_tensor(x, track_meta=False)  # plain tensors: MetaTensor overhead on every attack step
+        x, y = labelled_batch(engine, batchdata, "Shield training", self.num_classes)
         if self.augment is not None:
             x = convert_to_tensor(self.augment(x), track_meta=False).to(x.device)
         target = sample_other_classes(y, self.num_classes, self.generator)

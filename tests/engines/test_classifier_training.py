@@ -90,3 +90,45 @@ def test_balanced_class_weights_and_batch_preparation():
     assert torch.equal(xb, x) and yb.dtype == torch.int64 and yb.shape == (8,)
     with pytest.raises(ValueError, match="no batches"):
         balanced_class_weights(net, [])
+
+
+@pytest.mark.parametrize("memory_format, size, expect", [("auto", 128, True), ("auto", 16, False),
+                                                         ("channels_last", 16, True), ("preserve", 128, False)])
+def test_training_memory_format(memory_format, size, expect):
+    """Batches reach the network channels-last when asked (``auto``: 2-D images of at least 128 px), and the network
+    is handed back in the standard layout."""
+    from monai_aegis.engines import train_classifier
+
+    torch.manual_seed(0)
+    net = tiny_net(num_classes=2)
+    seen = []
+    net.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                                              and not args[0].is_contiguous()))
+    x = torch.rand(8, 3, size, size)  # 3 channels: with one, both layouts have the same strides
+    loader = [{"image": x, "label": torch.tensor([0, 1] * 4)}]
+    train_classifier(net, loader, epochs=1, lr=1e-3, class_weights=False, memory_format=memory_format)
+    assert seen and all(s == expect for s in seen)
+    assert all(p.is_contiguous() for p in net.parameters())
+    with pytest.raises(ValueError, match="memory_format"):
+        train_classifier(net, loader, epochs=1, memory_format="nhwc")
+
+
+def test_labelled_batch_names_what_is_missing():
+    from types import SimpleNamespace
+
+    from monai.data import MetaTensor
+
+    from monai_aegis.engines import labelled_batch, prepare_image_label
+
+    engine = SimpleNamespace(prepare_batch=lambda b, d, nb, **kw: (b["image"], b.get("label")),
+                             state=SimpleNamespace(device="cpu"), non_blocking=False, to_kwargs={})
+    x, y = labelled_batch(engine, {"image": MetaTensor(torch.rand(3, 1, 4, 4)), "label": torch.tensor([[0], [1], [1]])},
+                          "the test")
+    assert type(x) is torch.Tensor and y.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="the test needs class labels"):
+        labelled_batch(engine, {"image": torch.rand(2, 1, 4, 4)}, "the test")
+    with pytest.raises(ValueError, match="batch data"):
+        labelled_batch(engine, None, "the test")
+    with pytest.raises(ValueError, match="label"):
+        labelled_batch(engine, {"image": torch.rand(2, 1, 4, 4), "label": torch.tensor([0, 5])}, "x", num_classes=2)
+    assert prepare_image_label({"image": torch.zeros(2, 1), "label": torch.tensor([[1], [0]])})[1].tolist() == [1, 0]
