@@ -18,6 +18,7 @@ from .runner import (
     run_evaluation,
 )
 from .schema import RESULTS_SCHEMA, SCHEMA_VERSION, WORST_CASE_SCHEMA, validate, validate_results
+from .settings import HFC_STRENGTHENED, PAPER_PROTOCOL
 from .stress import FeatureMean, stress_table, stress_test
 from .worst_case import (
     DEFAULT_WORST_CASE_EPS,
@@ -34,6 +35,8 @@ __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_WORST_CASE_EPS",
     "DETECTOR_ENSEMBLE",
+    "HFC_STRENGTHENED",
+    "PAPER_PROTOCOL",
     "RESULTS_SCHEMA",
     "SCHEMA_VERSION",
     "UNDEFENDED_ENSEMBLE",

@@ -28,15 +28,33 @@ __all__ = [
     "BASELINE_DETECTORS",
     "DEFAULT_ATTACKS",
     "DETECTOR_NAMES",
+    "HFC_STRENGTHENED",
+    "PAPER_PROTOCOL",
     "SHIELD_ATTACKS",
     "EvaluationConfig",
     "default_layer_subsets",
 ]
 
-#: the paper's attack list (Tables 2-4): conventional, transfer, feature-space and adaptive attacks
+#: the paper's attack list (Tables 3-4): conventional, transfer, feature-space and adaptive attacks (+ SPGD, OPGD)
 DEFAULT_ATTACKS: tuple[str, ...] = (
-    "FGSM", "BIM", "PGD", "MIM", "CW-Linf", "PGD-L2", "CW-L2", "TF", "Fea", "HFC", "WB", "WB_d", "SPGD", "OPGD",
+    "FGSM", "BIM", "PGD", "MIM", "DIM", "TIM", "CW-Linf", "PGD-L2", "CW-L2", "TF", "Fea", "HFC", "WB", "WB_d", "SPGD",
+    "OPGD",
 )
+#: the paper's Table 2 attacks: MIM, BIM and CW-Linf strengthened by the HFC feature prior (``HFC`` itself is PGD
+#: with the prior, Table 2's PGD column); adaptive, so they take ``adaptive_steps``
+HFC_STRENGTHENED: tuple[dict[str, Any], ...] = (
+    {"name": "HFC", "label": "HFC-MIM", "random_start": False, "step_rule": "momentum"},
+    {"name": "HFC", "label": "HFC-BIM", "random_start": False},
+    {"name": "HFC", "label": "HFC-CW-Linf", "loss": "cw"},
+)
+#: settings that complete every cell of the paper's Tables 2-5 a run can measure (a dict for
+#: ``EvaluationConfig.from_dict``; merge it under your own): the Table 2 attacks, and the layer / Cushion ablations on
+#: Table 5's attacks. Table 5's per-layer Shields must be trained and passed as ``shield_variants``.
+PAPER_PROTOCOL: dict[str, Any] = {
+    "attacks": [*DEFAULT_ATTACKS, *HFC_STRENGTHENED],
+    "layer_ablation_attacks": ["PGD", "CW-Linf", "HFC", "WB"],
+    "cushion_ablation_attacks": ["PGD", "Fea", "HFC", "WB"],
+}
 #: registry keys of the attacks that get ``adaptive_steps`` (the others ``conventional_steps``)
 ADAPTIVE_ATTACKS: tuple[str, ...] = ("fea", "hfc", "wb", "wbd", "spgd", "opgd")
 SHIELD_ATTACKS = ("wb", "wbd", "spgd", "opgd")

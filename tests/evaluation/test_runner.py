@@ -196,3 +196,27 @@ def test_sanity_sweep_takes_more_steps_not_bigger_ones_above_the_budget(tiny_wra
     assert steps == {8 / 256: 4, 16 / 256: 4, 64 / 256: 16, 1.0: 40}
     assert alpha[64 / 256] == pytest.approx(alpha[16 / 256])  # same step size as the main budget
     assert alpha[1.0] == pytest.approx(2.5 / 40)  # capped step count: larger steps only beyond the cap
+
+
+def test_paper_protocol_attacks_build_what_table_2_names(tiny_wrapper, sample32):
+    """HFC-MIM / HFC-BIM / HFC-CW-Linf: the HFC prior on MIM (momentum, no random start), BIM (no random start) and
+    the CW margin; the protocol adds them to the default list, which now holds DIM and TIM too."""
+    from monai_aegis.attacks import GaussianFeatureModel, make_aegis_attack
+    from monai_aegis.attacks.steps import MomentumStep
+    from monai_aegis.evaluation import DEFAULT_ATTACKS, HFC_STRENGTHENED, PAPER_PROTOCOL
+
+    assert {"DIM", "TIM"} <= set(DEFAULT_ATTACKS)
+    cfg = EvaluationConfig.from_dict(PAPER_PROTOCOL)
+    assert [a for a in cfg.attacks if isinstance(a, dict)] == list(HFC_STRENGTHENED)
+    assert cfg.layer_ablation_attacks == ["PGD", "CW-Linf", "HFC", "WB"]
+    x, y = sample32["train"]
+    fm = GaussianFeatureModel.fit_model(tiny_wrapper.classifier, x, y, SMALL_VGG_LAYERS, reg_covar=1e-3)
+    built = {}
+    for spec in HFC_STRENGTHENED:
+        kw = {k: v for k, v in spec.items() if k not in ("name", "label")}
+        built[spec["label"]] = make_aegis_attack("HFC", tiny_wrapper, feature_model=fm, steps=2, **kw)
+    assert isinstance(built["HFC-MIM"].step_rule, MomentumStep) and not built["HFC-MIM"].random_start
+    assert not built["HFC-BIM"].random_start and not isinstance(built["HFC-BIM"].step_rule, MomentumStep)
+    assert "CWMargin" in repr(built["HFC-CW-Linf"].objective) and built["HFC-CW-Linf"].random_start
+    res = built["HFC-MIM"](sample32["test"][0][:4], sample32["test"][1][:4], target=1 - sample32["test"][1][:4])
+    assert float((res.x_adv - sample32["test"][0][:4]).abs().max()) <= 16 / 256 + 1e-6
