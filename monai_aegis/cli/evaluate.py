@@ -65,6 +65,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "is given too; its settings via --set worst_case='{...}'")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int,
+                   help="CPU threads of this job (torch and the Cushion's JPEG workers; default: every core, or "
+                        "$AEGIS_NUM_THREADS)")
+    p.add_argument("--paper-protocol", action="store_true",
+                   help="add what the paper's Tables 2-5 need (evaluation.PAPER_PROTOCOL: HFC-strengthened MIM / "
+                        "BIM / CW-Linf, the ablations on Table 5's attacks) to the settings")
     p.set_defaults(func=run)
 
 
@@ -76,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import summary_lines
     from ..networks import AegisWrapper
     from ..networks.nets.classifiers import build_classifier, load_classifier
+    from ..utils import set_num_threads
 
+    set_num_threads(getattr(args, "threads", None))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kind, _, root = args.data.partition(":")
     splits = load_evaluation_splits(kind, root or None, args.size, seed=args.seed)
@@ -91,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     substitute = load_classifier(args.substitute, in_channels=in_channels)[0].to(device) if args.substitute else None
 
     settings: dict[str, Any] = {}
+    if getattr(args, "paper_protocol", False):
+        from ..evaluation import PAPER_PROTOCOL
+
+        settings.update(PAPER_PROTOCOL)
     if args.config:
         with open(args.config, encoding="utf-8") as f:
             settings.update(json.load(f))

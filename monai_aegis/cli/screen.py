@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="device, e.g. cpu or cuda:0 (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="images per batch")
     p.add_argument("--num-workers", type=int, help="data loader workers")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads of this job (torch and the Cushion's JPEG workers; default: every core, or "
+                        "$AEGIS_NUM_THREADS): give each of several jobs sharing a machine its share")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config entry (JSON value), e.g. network_def#width=16; repeatable")
     p.add_argument("--no-progress", action="store_true",
@@ -66,6 +69,10 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
         over["batch_size"] = args.batch_size
     if args.num_workers is not None:
         over["num_workers"] = args.num_workers
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+        over["num_threads"] = args.threads
     over.update(parse_settings(args.set))
     return over
 

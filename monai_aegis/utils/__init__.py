@@ -15,6 +15,7 @@ from .io import (
 )
 from .precision import AutocastInferer, autocast, cpu_supports_bf16, full_precision, resolve_amp
 from .state import RandomStates, state_fingerprint
+from .threads import THREADS_ENV, set_num_threads
 from .validation import check_image_batch, check_labels, check_positive, check_value_range
 
 __all__ = [
@@ -34,8 +35,10 @@ __all__ = [
     "iter_batches",
     "json_safe",
     "RandomStates",
+    "THREADS_ENV",
     "resolve_amp",
     "safe_torch_load",
+    "set_num_threads",
     "stack_batches",
     "tensor_loader",
     "state_fingerprint",

@@ -97,6 +97,7 @@ class _Evil:  # pickling it would run os.system on load with weights_only=False
     ("wrong_architecture", "does not match the weights saved"),
     ("unknown_device", "is not a device torch knows"),
     ("unknown_set_key", "has no such entry"),
+    ("zero_threads", "--threads must be >= 1"),
 ])
 def test_screen_bad_arguments_are_one_line_with_exit_2(case, message, aegis_ckpt, tmp_path, write_png, capsys):
     png = write_png(tmp_path / "a.png")
@@ -120,6 +121,8 @@ def test_screen_bad_arguments_are_one_line_with_exit_2(case, message, aegis_ckpt
         extra = ["--device", "tpu9"]
     elif case == "unknown_set_key":
         extra = ["--set", "nope#x=1"]
+    elif case == "zero_threads":
+        extra = ["--threads", "0"]
     rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(ckpt), "--output", str(out), *TINY, *extra, str(png)])
     captured = capsys.readouterr()
     assert rc == 2, captured
@@ -136,3 +139,15 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(aegis_ckpt, tmp_path, wri
                str(tmp_path / "scans")])
     err = capsys.readouterr().err
     assert rc == 0 and "\r" not in err and "screening[" not in err and "screening:" not in err
+
+
+def test_screen_threads_knob(aegis_ckpt, tmp_path, write_png):
+    """--threads sets the job's CPU threads (the bundle's num_threads) before screening."""
+    before = torch.get_num_threads()
+    try:
+        png = write_png(tmp_path / "a.png")
+        rc = main(["screen", "--bundle", str(CXR), "--ckpt", str(aegis_ckpt), "--output", str(tmp_path / "out"),
+                   *TINY, "--threads", "1", str(png)])
+        assert rc == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
