@@ -214,6 +214,7 @@ class Attack:
         y: torch.Tensor | None = None,
         target: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
     ) -> AttackResult:
         """Attack a batch.
 
@@ -222,6 +223,9 @@ class Attack:
             y: ``(B,)`` true labels; ``None`` uses the model's clean predictions.
             target: ``(B,)`` target classes for a targeted attack, ``None`` for untargeted.
             mask: optional binary mask broadcastable to ``x`` (perturb only where 1); overrides the threat's.
+            start: optional starting points of the first run, shaped like ``x`` (projected onto the threat's
+                ball around ``x``; replaces the random start), e.g. the perturbations of the previous epoch in
+                "free" / ATTA-style adversarial training. Only iterative attacks take them.
 
         Returns:
             an :class:`AttackResult`.
@@ -246,12 +250,22 @@ class Attack:
                     raise ValueError(
                         f"target equals the label for {same} sample(s); a targeted attack needs target != y."
                     )
+            extra: dict[str, torch.Tensor] = {}
+            if start is not None:
+                if not self.takes_start:
+                    raise ValueError(f"{type(self).__name__} does not take start points (only iterative attacks do).")
+                if tuple(start.shape) != tuple(x.shape):
+                    raise ValueError(f"start must have the shape of x {tuple(x.shape)}, got {tuple(start.shape)}.")
+                check_image_batch(start, "start", spatial_dims=(2, 3), value_range=self.clip)
+                extra["start"] = start.detach().to(device=x.device, dtype=x.dtype)
             if self._use_channels_last(x):
-                x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
-                result = self._perturb(x, y, target, mask)
+                fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+                x = x.contiguous(memory_format=fmt)
+                extra = {k: v.contiguous(memory_format=fmt) for k, v in extra.items()}
+                result = self._perturb(x, y, target, mask, **extra)
                 result.x_adv = result.x_adv.contiguous()
                 return result
-            return self._perturb(x, y, target, mask)
+            return self._perturb(x, y, target, mask, **extra)
 
     __call__ = perturb
 
@@ -284,6 +298,9 @@ class Attack:
             return False
         finally:
             torch.set_rng_state(rng)
+
+    #: whether :meth:`perturb` takes ``start`` points (iterative attacks)
+    takes_start = False
 
     # ----------------------------------------------------------------------------------------- internals
     def _perturb(
@@ -521,8 +538,11 @@ class IterativeAttack(Attack):
         return self.input_diversity is None and self.eot_samples == 1
 
     # ------------------------------------------------------------------------------------------------ loop
+    takes_start = True
+
     def _perturb(
-        self, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, mask: torch.Tensor | None
+        self, x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, mask: torch.Tensor | None,
+        start: torch.Tensor | None = None,
     ) -> AttackResult:
         mask = self.threat.resolve_mask(x0, mask)
         with self._hooks(self.layer_names) as hooks:
@@ -538,7 +558,7 @@ class IterativeAttack(Attack):
                 sub = (lambda t: t) if idx is None else (lambda t: None if t is None else t[idx])
                 xs, ys, ts = sub(x0), sub(y), sub(target)
                 objective = self.objective.bind(fwd, xs, ys, ts)
-                cand = self._run(xs, ys, ts, sub(mask), objective, fwd)
+                cand = self._run(xs, ys, ts, sub(mask), objective, fwd, start if r == 0 else None)
                 if best is None:
                     best = cand
                 else:
@@ -602,10 +622,13 @@ class IterativeAttack(Attack):
         mask: torch.Tensor | None,
         objective: Objective,
         fwd: ForwardFn,
+        start: torch.Tensor | None = None,
     ) -> _Candidate:
         threat, schedule = self.threat, self.schedule
         bounds = threat.bounds(x0, mask)
-        if self.random_start:
+        if start is not None:  # given starting points (e.g. last epoch's perturbations), made feasible
+            x = threat.project(x0, start, mask, bounds)
+        elif self.random_start:
             x = threat.random_init(x0, mask, bounds, surface=self.random_start_surface)
         else:
             x = x0

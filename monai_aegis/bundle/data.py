@@ -25,7 +25,7 @@ def bundle_datalists(
     seed: int = 0,
     max_items: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """``{"train", "val", "test"}`` MONAI datalists (``{"image": path, "label": int}``) for a bundle.
+    """``{"train", "val", "test"}`` MONAI datalists (``{"image": path, "label": int, "id": path}``) for a bundle.
 
     * ``dataset_dir`` empty or ``None``: the embedded 320-image Kermany sample shipped with the package (its own
       train / val / test split). Only for ``"kermany"``: no fundus images are embedded (their licence).
@@ -59,7 +59,9 @@ def bundle_datalists(
         from ..data import dataset_splits
 
         lists = dataset_splits(dataset, dataset_dir, val_fraction=val_fraction, seed=seed)
-    lists = {k: [{"image": str(it["image"]), "label": int(it["label"])} for it in v] for k, v in lists.items()}
+    # "id": the image's file, what per-image training state (persistent starts) is keyed on after preprocessing
+    lists = {k: [{"image": str(it["image"]), "label": int(it["label"]), "id": str(it["image"])} for it in v]
+             for k, v in lists.items()}
     if max_items is not None:
         lists = {k: _balanced_prefix(v, int(max_items)) for k, v in lists.items()}
     for k, v in lists.items():

@@ -128,9 +128,12 @@ class ShieldAdversary:
         return cls(w.classifier, w.shield, threshold=self.threshold, loss="cw", kappa=self.kappa,
                    layer_names=w.layer_names, **common)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, eps: float) -> Any:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, eps: float,
+                 start: torch.Tensor | None = None) -> Any:
+        """Attack ``x`` towards ``target`` within ``eps``; ``start``: optional starting points (shaped like ``x``,
+        replacing the random start; e.g. the previous epoch's perturbations)."""
         if len(self.attacks) == 1:
-            return self.build(self.attacks[0], eps)(x, y, target=target)
+            return self.build(self.attacks[0], eps)(x, y, target=target, start=start)
         chunks = torch.arange(x.shape[0]).tensor_split(len(self.attacks))
         x_adv = torch.empty_like(x)
         success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -138,7 +141,8 @@ class ShieldAdversary:
             if idx.numel() == 0:
                 continue
             idx = idx.to(x.device)
-            res = self.build(name, eps)(x[idx], y[idx], target=target[idx])
+            res = self.build(name, eps)(x[idx], y[idx], target=target[idx],
+                                        start=None if start is None else start[idx])
             x_adv[idx] = res.x_adv
             success[idx] = res.success
         return _Crafted(x_adv, success)

@@ -13,6 +13,7 @@ the loop and then hands the enlarged batch to the trainer's standard ``_iteratio
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..attacks.presets import DEFAULT_EPS_LINF
 from ..attacks.targets import sample_other_classes
 from ..networks.nets.aegis import AegisWrapper
 from ..networks.nets.shield import Shield
+from ..utils.batches import batch_ids
 from ..utils.state import numpy_state_from_dict, numpy_state_to_dict
 from .classifier_training import labelled_batch
 
@@ -143,6 +145,13 @@ class AdversarialShieldUpdate:
             images are turned into outliers and added to the negatives, each for a class drawn uniformly, so every
             class's detector learns to reject inputs that are not images of the task at all.
         outlier_fraction: share of the batch size added as outliers (at least one image when ``outliers`` is set).
+        persistent_starts: each image's attack starts from its own perturbation of the previous epoch (projected
+            onto the current budget) instead of a random point, as in "free" / ATTA adversarial training
+            (Shafahi et al. 2019; Zheng et al. 2020), so that fewer steps per epoch reach the same strength. Needs
+            per-image ids in the batches (:func:`~monai_aegis.utils.batch_ids`: an ``"id"`` entry, as
+            :func:`~monai_aegis.utils.tensor_loader` adds, or images loaded from files) and an adversary that takes
+            ``start=`` (:class:`~monai_aegis.engines.ShieldAdversary`). The perturbations are kept in float16 on
+            the CPU (one image's worth per training image) and saved with :meth:`state_dict`.
     """
 
     def __init__(
@@ -157,8 +166,13 @@ class AdversarialShieldUpdate:
         threshold_momentum: float = 0.9,
         outliers: Callable[[torch.Tensor], torch.Tensor] | None = None,
         outlier_fraction: float = 0.25,
+        persistent_starts: bool = False,
     ) -> None:
         self.adversary = adversary
+        self.persistent_starts = bool(persistent_starts)
+        if self.persistent_starts and "start" not in inspect.signature(adversary).parameters:
+            raise ValueError("persistent_starts needs an adversary that takes start= (e.g. ShieldAdversary).")
+        self.starts: dict[str, torch.Tensor] = {}
         self.augment = augment
         if not 0.0 < float(outlier_fraction) <= 1.0:
             raise ValueError(f"outlier_fraction must lie in (0, 1], got {outlier_fraction}.")
@@ -186,8 +200,18 @@ class AdversarialShieldUpdate:
         target = sample_other_classes(y, self.num_classes, self.generator)
         eps = float(getattr(engine.state, self.eps_attr, None) or self.eps)
         engine.network.eval()
-        out = self.adversary(x, y, target, eps)
+        if self.persistent_starts:
+            ids = batch_ids(batchdata, x.shape[0])
+            if ids is None:
+                raise ValueError("persistent_starts needs per-image ids in the training batches: an 'id' entry "
+                                 "(monai_aegis.utils.tensor_loader adds one) or images loaded from files.")
+            out = self.adversary(x, y, target, eps, start=self._starts_for(ids, x, eps))
+        else:
+            out = self.adversary(x, y, target, eps)
         x_adv = getattr(out, "x_adv", out).detach()
+        if self.persistent_starts:
+            for key, delta in zip(ids, (x_adv - x).to("cpu", torch.float16).unbind(0)):
+                self.starts[key] = delta.clone()
         success = getattr(out, "success", None)
         engine.network.train()
         images = [x, x_adv]
@@ -207,6 +231,18 @@ class AdversarialShieldUpdate:
             output["adv_success"] = float(torch.as_tensor(success).float().mean())
         return output
 
+
+    @torch.no_grad()
+    def _starts_for(self, ids: list[str], x: torch.Tensor, eps: float) -> torch.Tensor:
+        """Starting points: each image plus its last perturbation, or a uniform random one in the ball for an image
+        seen for the first time (or whose stored perturbation no longer fits its shape); within the clip range."""
+        delta = (torch.rand(x.shape, generator=self.generator) * 2 - 1).mul_(eps).to(x.device, x.dtype)
+        for i, key in enumerate(ids):
+            old = self.starts.get(key)
+            if old is not None and old.shape == x.shape[1:]:
+                delta[i] = old.to(x.device, x.dtype)
+        lo, hi = getattr(self.adversary, "clip", (0.0, 1.0))
+        return (x + delta).clamp_(lo, hi)
 
     @torch.no_grad()
     def _track_threshold(self, clean_logits: torch.Tensor, y: torch.Tensor) -> None:
@@ -231,6 +267,8 @@ class AdversarialShieldUpdate:
         states of the augmentation and the outliers (saved with the trainer by
         :class:`~monai_aegis.handlers.TrainingCheckpoint`)."""
         state: dict[str, Any] = {"threshold": self.threshold}
+        if self.persistent_starts:
+            state["starts"] = dict(self.starts)
         if self.generator is not None:
             state["generator"] = self.generator.get_state()
         for name in ("augment", "outliers"):
@@ -241,6 +279,8 @@ class AdversarialShieldUpdate:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.threshold = state.get("threshold")
+        if self.persistent_starts:
+            self.starts = dict(state.get("starts") or {})
         if self.threshold is not None and self.threshold_tnr is not None:
             self.adversary.threshold = self.threshold.clone()  # type: ignore[attr-defined]
         if self.generator is not None and "generator" in state:
@@ -288,6 +328,8 @@ class ShieldTrainer(SupervisedTrainer):
             :class:`AdversarialShieldUpdate`; ``None``: the adversary's own fixed threshold).
         outliers, outlier_fraction: out-of-distribution negatives, e.g. :class:`~monai_aegis.transforms.RandOutlier`
             (see :class:`AdversarialShieldUpdate`; ``None``: none).
+        persistent_starts: start each image's attack from its previous-epoch perturbation (see
+            :class:`AdversarialShieldUpdate`).
         distributed: wrap the trained network in ``DistributedDataParallel`` (needs an initialised process group,
             e.g. under torchrun): Shield gradients are averaged over ranks, so every rank holds the same Shield.
             Give each rank its shard of the data (``DistributedSampler``).
@@ -309,6 +351,7 @@ class ShieldTrainer(SupervisedTrainer):
         threshold_tnr: float | None = None,
         outliers: Callable[[torch.Tensor], torch.Tensor] | None = None,
         outlier_fraction: float = 0.25,
+        persistent_starts: bool = False,
         distributed: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -334,7 +377,7 @@ class ShieldTrainer(SupervisedTrainer):
             network = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         update = AdversarialShieldUpdate(adversary, wrapper.shield.num_classes, eps, seed=seed, augment=augment,
                                          threshold_tnr=threshold_tnr, outliers=outliers,
-                                         outlier_fraction=outlier_fraction)
+                                         outlier_fraction=outlier_fraction, persistent_starts=persistent_starts)
         self._shield_update = update  # before the handlers attach (a TrainingCheckpoint asks for it)
         super().__init__(
             device=device,

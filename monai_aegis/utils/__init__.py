@@ -3,7 +3,7 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at
 #     http://www.apache.org/licenses/LICENSE-2.0
-from .batches import iter_batches, stack_batches, tensor_loader
+from .batches import batch_ids, iter_batches, stack_batches, tensor_loader
 from .io import (
     atomic_torch_save,
     atomic_write,
@@ -21,6 +21,7 @@ from .validation import check_image_batch, check_labels, check_positive, check_v
 __all__ = [
     "AutocastInferer",
     "atomic_torch_save",
+    "batch_ids",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["iter_batches", "stack_batches", "tensor_loader"]
+__all__ = ["batch_ids", "iter_batches", "stack_batches", "tensor_loader"]
 
 
 def _is_pair(data: Any) -> bool:
@@ -121,6 +121,7 @@ def tensor_loader(
     seed: int = 0,
     image_key: str = "image",
     label_key: str = "label",
+    id_key: str | None = "id",
 ) -> Any:
     """A MONAI ``DataLoader`` of ``{image_key, label_key}`` batches over in-memory tensors: what the engines and
     bundles take (:func:`monai_aegis.engines.train_classifier`, ``ShieldTrainer``), built from the tensors the
@@ -135,6 +136,8 @@ def tensor_loader(
         shuffle: reshuffle every epoch, from a generator seeded with ``seed`` (reproducible).
         seed: seed of the shuffle.
         image_key, label_key: the batch keys.
+        id_key: key of each image's index in ``images`` (what per-image state, e.g. the Shield training's
+            persistent starts, is keyed on; see :func:`batch_ids`), or ``None`` for none.
 
     Raises:
         ValueError: images and labels of different lengths, or no images.
@@ -146,5 +149,27 @@ def tensor_loader(
     if labels.reshape(-1).shape[0] != images.shape[0]:
         raise ValueError(f"got {labels.numel()} labels for {images.shape[0]} images.")
     items = [{image_key: xi, label_key: int(yi)} for xi, yi in zip(images, labels.reshape(-1).tolist())]
+    if id_key is not None:
+        for i, item in enumerate(items):
+            item[id_key] = i
     generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(Dataset(items, transform), batch_size=int(batch_size), shuffle=bool(shuffle), generator=generator)
+
+
+def batch_ids(batch: Any, n: int, id_key: str = "id", image_key: str = "image") -> list[str] | None:
+    """Stable per-image ids of a dict batch of ``n`` images, for state kept per image across epochs: the batch's
+    ``id_key`` entries (:func:`tensor_loader` adds them), else the source files of the images (MONAI metadata
+    ``filename_or_obj`` of images loaded from files), else ``None``."""
+    if not isinstance(batch, Mapping):
+        return None
+    ids = batch.get(id_key)
+    if ids is not None:
+        ids = ids.reshape(-1).tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        if len(ids) == n:
+            return [str(i) for i in ids]
+    meta = getattr(batch.get(image_key), "meta", None)
+    if isinstance(meta, Mapping):
+        files = meta.get("filename_or_obj")
+        if isinstance(files, (list, tuple)) and len(files) == n and all(files):
+            return [str(f) for f in files]
+    return None

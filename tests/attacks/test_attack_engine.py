@@ -490,3 +490,22 @@ def test_amp_spelling_is_checked_at_construction(trained):
     model, _, _ = trained
     with pytest.raises(ValueError, match="amp must be"):
         PGD(model, eps=EPS, amp="int8")
+
+
+def test_start_points_replace_the_random_start(trained):
+    """``start``: the first run begins at the given points, projected onto the ball; only iterative attacks take
+    them, shaped like x."""
+    model, x, y = trained
+    x, y = x[:8], y[:8]
+    push = torch.where(x > 0.5, -1.0, 1.0)
+    inside = (x + 0.5 * EPS * push).clamp(0, 1)
+    tiny = PGD(model, eps=EPS, steps=1, step_size=1e-7, random_start=True)
+    assert torch.allclose(tiny(x, y, start=inside).x_adv, inside, atol=1e-6)  # kept (one negligible step)
+    outside = (x + 3 * EPS * push).clamp(0, 1)
+    res = tiny(x, y, start=outside)
+    assert float((res.x_adv - x).abs().max()) <= EPS + 1e-6  # projected onto the ball
+    assert torch.allclose(res.x_adv, (x + EPS * push).clamp(0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="shape of x"):
+        tiny(x, y, start=inside[:4])
+    with pytest.raises(ValueError, match="does not take start points"):
+        make_attack("CW-L2", model, steps=2, binary_search_steps=1)(x, y, start=inside)

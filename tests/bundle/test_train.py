@@ -97,7 +97,8 @@ def test_worst_case_overlay_writes_the_curve(tiny_cxr_bundle):
 
 
 def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
-    """shield_benign_shift / shield_negatives / shield_threshold_tnr configure the Shield's training."""
+    """shield_benign_shift / shield_negatives / shield_threshold_tnr / shield_persistent_starts configure the
+    Shield's training."""
     from monai.bundle import ConfigWorkflow
 
     from monai_aegis.engines import AdversarialShieldUpdate
@@ -108,6 +109,7 @@ def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
                         bundle_root=str(tmp_path), network_checkpoint=str(tiny_cxr_bundle / "models" / "classifier.pt"),
                         **{**TINY, "shield_benign_shift": {"prob": 1.0, "jpeg_quality": [60, 90]},
                            "shield_negatives": "accepted", "shield_threshold_tnr": 0.9,
+                           "shield_persistent_starts": True,
                            "adversaries": ["pgd", "apgd_joint"]})
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -117,6 +119,8 @@ def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
     assert update.adversary.negatives == "accepted" and update.adversary.attacks == ["pgd", "apgd_joint"]
     wf.run()
     assert isinstance(update.adversary.threshold, torch.Tensor)  # followed the clean 10 % quantile
+    assert update.persistent_starts and len(update.starts) > 0  # keyed by the images' files
+    assert all(k.endswith(".png") for k in update.starts)
     default = ConfigWorkflow(config_file=str(BUNDLES / "aegis_cxr" / "train.json"), workflow_type="train",
                              logging_file=None, meta_file=str(BUNDLES / "aegis_cxr" / "metadata.json"),
                              bundle_root=str(tmp_path / "default"), **TINY)

@@ -52,7 +52,8 @@ def test_bundle_and_evaluation_use_the_same_rule(big_kermany):
     lists = bundle_datalists("kermany", big_kermany, val_fraction=0.2, seed=1)
     assert set(rule) == set(lists) == {"train", "val", "test"}
     for k in lists:
-        assert lists[k] == [{"image": str(it["image"]), "label": int(it["label"])} for it in rule[k]]
+        assert lists[k] == [{"image": str(it["image"]), "label": int(it["label"]), "id": str(it["image"])}
+                            for it in rule[k]]
     tensors = load_evaluation_splits("kermany", big_kermany, spatial_size=8, val_fraction=0.2, holdout_fraction=0.0,
                                      seed=1)
     assert {k: len(v[1]) for k, v in tensors.items()} == {k: len(v) for k, v in rule.items()}
@@ -93,7 +94,8 @@ def test_fundus_split_column_or_grouped_test_split(tmp_path, write_png):
     assert len(parts["test"]) == 6 and sum(len(parts[k]) for k in ("train", "val")) == 24
     assert not set(_images(parts["test"])) & set(_images(parts["train"]) + _images(parts["val"]))
     assert bundle_datalists("fundus", csv, seed=0)["test"] == [
-        {"image": it["image"], "label": it["label"]} for it in dataset_splits("fundus", b, seed=0)["test"]
+        {"image": it["image"], "label": it["label"], "id": it["image"]}
+        for it in dataset_splits("fundus", b, seed=0)["test"]
     ]
 
 

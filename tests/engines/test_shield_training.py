@@ -267,3 +267,44 @@ def test_outlier_negatives_teach_the_shield_to_reject_them(trained_classifier, s
         rows = outlier_acceptance(wrapper, xt, kinds=["blobs", "inverted"])
         accepted[name] = (rows["blobs"]["accepted"] + rows["inverted"]["accepted"]) / 2
     assert accepted["with"] < 0.5 * accepted["without"], accepted
+
+
+def test_persistent_starts_follow_each_image_through_a_shuffled_loader(trained_classifier, sample_arrays):
+    """Each image's attack starts from the perturbation *that image* got the epoch before, whatever batch the
+    shuffled loader puts it in; a first sight starts uniformly in the ball."""
+    from monai_aegis.utils import tensor_loader
+
+    x, y = sample_arrays["train"]
+    x, y = x[:40], y[:40]
+    eps = 4 / 256
+    calls = []
+
+    def adversary(xb, yb, tb, e, start=None):  # a deterministic 'attack': +eps where the image is bright, else -eps
+        calls.append((xb.clone(), start.clone()))
+        return (xb + eps * torch.where(xb > 0.5, 1.0, -1.0)).clamp(0, 1)
+
+    wrapper = _wrapper(trained_classifier)
+    loader = tensor_loader(x, y, 16, shuffle=True, seed=3)
+    trainer = ShieldTrainer("cpu", 2, loader, wrapper, torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
+                            adversary=adversary, eps=eps, persistent_starts=True)
+    trainer.run()
+    assert len(calls) == 6
+    for xb, start in calls[:3]:  # epoch 1: uniform random starts inside the ball and the clip range
+        assert float((start - xb).abs().max()) <= eps + 1e-6 and 0 <= float(start.min()) <= float(start.max()) <= 1
+        assert float((start - xb).abs().mean()) > eps / 4
+    for xb, start in calls[3:]:  # epoch 2: exactly the image's own previous perturbation (float16 storage)
+        expected = (xb + eps * torch.where(xb > 0.5, 1.0, -1.0)).clamp(0, 1)
+        assert torch.allclose(start, expected, atol=1e-3)
+    assert set(trainer._shield_update.starts) == {str(i) for i in range(40)}
+
+
+def test_persistent_starts_need_ids_and_a_start_argument(trained_classifier, sample_arrays):
+    x, y = sample_arrays["train"]
+    wrapper = _wrapper(trained_classifier)
+    with pytest.raises(ValueError, match="takes start="):
+        AdversarialShieldUpdate(lambda xb, yb, tb, e: xb, 2, persistent_starts=True)
+    loader = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)  # tuple batches: no ids
+    trainer = ShieldTrainer("cpu", 1, loader, wrapper, torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
+                            adversary=ShieldAdversary(wrapper, steps=1), persistent_starts=True)
+    with pytest.raises(ValueError, match="per-image ids"):
+        trainer.run()

@@ -14,6 +14,7 @@ from monai_aegis.bundle import build_aegis
 from monai_aegis.engines import ShieldAdversary, ShieldTrainer
 from monai_aegis.handlers import EpsilonScheduler, TrainingCheckpoint
 from monai_aegis.transforms import RandBenignShift
+from monai_aegis.utils import tensor_loader
 
 EPOCHS = 3
 
@@ -25,21 +26,26 @@ def toy():
     return train(tiny_net(1, 2), x, y, steps=60), x, y
 
 
-def _run(toy, save_dir, stop_after=None, settings=None, resume=True, epochs=EPOCHS):
+def _run(toy, save_dir, stop_after=None, settings=None, resume=True, epochs=EPOCHS, persistent=False):
     """A seeded ShieldTrainer (random starts, shuffling, augmentation) with a TrainingCheckpoint; returns
-    (trainer, handler, eps seen per epoch)."""
+    (trainer, handler, eps seen per epoch). ``persistent``: persistent starts over a loader with per-image ids."""
     clf, x, y = toy
     wrapper = build_aegis(clf, (1, 16, 16), 2, cushion="bit_depth4", shield_width=4, shield_hidden=8,
                           shield_inputs="input", input_depth=1, seed=0)
     torch.manual_seed(123)  # what ran before training must not matter: a fresh run seeds itself
-    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    if persistent:
+        loader = tensor_loader(x, y, 16, shuffle=True, seed=0)
+    else:
+        loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True,
+                            generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(wrapper.shield.parameters(), 1e-3)
     handler = TrainingCheckpoint(save_dir, {"shield": wrapper.shield, "optimizer": opt},
                                  settings=settings or {"lr": 1e-3}, resume=resume)
     trainer = ShieldTrainer("cpu", epochs, loader, wrapper, opt, seed=0,
                             adversary=ShieldAdversary(wrapper, attacks="pgd", steps=2, random_start=True),
                             augment=RandBenignShift(prob=1.0).set_random_state(0),
-                            train_handlers=[EpsilonScheduler(1 / 256, 16 / 256, EPOCHS), handler])
+                            train_handlers=[EpsilonScheduler(1 / 256, 16 / 256, EPOCHS), handler],
+                            persistent_starts=persistent)
     eps = {}
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: eps.__setitem__(e.state.epoch, e.state.eps))
     if stop_after is not None:
@@ -72,6 +78,22 @@ def test_resumed_run_equals_uninterrupted(toy, uninterrupted, tmp_path, caplog):
     assert second.state.output["loss"].item() == pytest.approx(loss, rel=1e-6)
     assert all(torch.allclose(v, weights[k], atol=1e-6) for k, v in _weights(second).items())
     assert [p.name for p in handler.checkpoints()] == [f"checkpoint_epoch={EPOCHS}.pt"]  # n_saved=1
+
+
+def test_persistent_starts_survive_a_resume(toy, tmp_path):
+    """With persistent starts, the per-image perturbations are saved with the checkpoint and a resumed run ends
+    exactly as an uninterrupted one."""
+    full, _, _ = _run(toy, tmp_path / "full", persistent=True)
+    starts = full._shield_update.starts
+    assert sorted(starts, key=int) == [str(i) for i in range(48)]  # one per training image, keyed by its id
+    first, handler, _ = _run(toy, tmp_path / "cut", stop_after=1, persistent=True)
+    saved = torch.load(handler.checkpoints()[-1], weights_only=True)
+    update_state = next(v for v in saved.values() if isinstance(v, dict) and "starts" in v)
+    assert len(update_state["starts"]) == 48
+    second, handler, _ = _run(toy, tmp_path / "cut", persistent=True)
+    assert handler.resumed_from is not None
+    assert second.state.output["loss"].item() == pytest.approx(full.state.output["loss"].item(), rel=1e-6)
+    assert all(torch.equal(v, starts[k]) for k, v in second._shield_update.starts.items())
 
 
 def test_finished_run_resumes_at_its_end(toy, tmp_path, caplog):
