@@ -122,6 +122,17 @@ def main() -> None:
         model, _ = load_classifier(args.evaluate, in_channels=3, num_classes=2)
         report = {f"{s}{'_tta' if tta else ''}": classification_metrics(model, *splits[s], tta=tta)
                   for s in ("val", "test") for tta in (False, True)}
+        x_test, y_test = splits["test"]
+        grades = torch.as_tensor([int(it["grade"]) for it in lists["test"]])
+        if not torch.equal((grades > 0).long(), y_test):
+            raise RuntimeError("the test tensors do not follow the datalist's order; delete the cache.")
+        by_grade = {}  # each DR grade against No DR (grade 0): where the classifier fails
+        for name, keep in [*((f"grade {g} vs 0", (grades == g) | (grades == 0)) for g in (1, 2, 3, 4)),
+                           ("referable (2-4) vs 0", (grades != 1))]:
+            m = classification_metrics(model, x_test[keep], y_test[keep], tta=True)
+            by_grade[name] = {"n_dr": int(y_test[keep].sum()), "auroc_tta": m["auroc"],
+                              "sensitivity_tta": m["sensitivity"]}
+        report["test_by_grade"] = by_grade
         atomic_write_json(out / "evaluation.json", {"classifier": args.evaluate, **report})
         print(json.dumps(report, indent=1))
         return
@@ -153,6 +164,10 @@ def main() -> None:
             if init == "imagenet" and fraction >= 1:
                 save_classifier(model, out / "classifier.pt", "efficientnet_lite", record, pretrained=True,
                                 image_size=args.size)
+    done = {(r["init"], r["fraction"]) for r in records}  # and the runs an earlier invocation finished
+    records += [r for r in (json.loads(f.read_text()) for f in sorted((out / "runs").glob("*.json")))
+                if (r["init"], r["fraction"]) not in done]
+    records.sort(key=lambda r: (r["init"] != "imagenet", -r["fraction"]))
     atomic_write_json(out / "summary.json", {"settings": vars(args), "runs": records})
     lines = ["| init | training images | test AUROC | test acc | sensitivity | specificity | test AUROC, 8-view TTA | "
              "val AUROC | training s |",
