@@ -109,3 +109,14 @@ def shield_trainer(wrapper, x, y, epochs, attacks="pgd", steps=5, handlers=(), s
         adversary=ShieldAdversary(wrapper, attacks=attacks, steps=steps),
         train_handlers=[scheduler, *handlers],
     )
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` (not part of the package) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -3,21 +3,15 @@ the worst-case evaluation, resume from their files, and the table reports every 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_variants.py"
+from toys import load_script
 
 
 @pytest.fixture(scope="module")
 def compare_variants():
-    spec = importlib.util.spec_from_file_location("compare_variants", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("compare_variants")
 
 
 def test_variants_table_and_resume(compare_variants, tmp_path, capsys):

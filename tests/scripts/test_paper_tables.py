@@ -3,22 +3,18 @@ did not measure read '-', undefined ones 'n/a'."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from toys import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "paper_tables.py"
 
 
 @pytest.fixture(scope="module")
 def paper_tables():
-    spec = importlib.util.spec_from_file_location("paper_tables", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("paper_tables")
 
 
 def _det(cushion, attack, detector, auroc, tpr=0.5, split="holdout"):
