@@ -120,3 +120,13 @@ def load_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def trained_tiny(n_test: int = 24):
+    """``(model, x, y, x_test, y_test)``: :func:`tiny_net` (3 classes) trained on 240 synthetic 16x16 RGB images,
+    seeded, with ``n_test`` fresh test images (clean accuracy ~1)."""
+    torch.manual_seed(0)
+    x, y = make_data(240, seed=1)
+    model = train(tiny_net(), x, y)
+    x_test, y_test = make_data(n_test, seed=2)
+    return model, x, y, x_test, y_test

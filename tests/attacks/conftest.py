@@ -8,16 +8,13 @@ import torch
 from torch import nn
 
 from monai_aegis.networks import pool_features
-from toys import make_data, tiny_net, train  # noqa: F401  (re-exported for the attack tests)
+from toys import make_data, tiny_net, train, trained_tiny  # noqa: F401  (re-exported for the attack tests)
 
 
 @pytest.fixture(scope="session")
 def trained():
     """``(model, x_test, y_test)``: a 3-class tiny convnet trained on 16x16 RGB synthetic data (clean acc ~1)."""
-    torch.manual_seed(0)
-    x, y = make_data(240, seed=1)
-    model = train(tiny_net(), x, y)
-    x_test, y_test = make_data(24, seed=2)
+    model, _, _, x_test, y_test = trained_tiny(24)
     with torch.no_grad():
         acc = (model(x_test).argmax(1) == y_test).float().mean()
     assert acc > 0.9, f"the test classifier did not train (acc {acc:.2f})"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from toys import make_data, tiny_net, train
+from toys import tiny_net, trained_tiny
 
 from monai_aegis.attacks import PGD
 from monai_aegis.engines import AdversarialClassifierUpdate, TradesKL, adversarially_finetune
@@ -22,10 +22,7 @@ def _robust_accuracy(model, x, y, eps=EPS):
 
 @pytest.fixture(scope="module")
 def toy():
-    torch.manual_seed(0)
-    x, y = make_data(240, seed=1)
-    model = train(tiny_net(), x, y)
-    x_test, y_test = make_data(48, seed=2)
+    model, x, y, x_test, y_test = trained_tiny(48)
     loader = [{"image": x[i:i + 48], "label": y[i:i + 48]} for i in range(0, len(y), 48)]
     return model, loader, x_test, y_test
 
