@@ -30,7 +30,7 @@ from torch import nn
 
 from ..networks import FeatureHooks
 from ..utils import check_image_batch, check_labels, check_positive
-from ..utils.precision import autocast, full_precision, resolve_amp
+from ..utils.precision import resolve_amp, run_in_precision
 from .diversity import GradientSmoothing, InputDiversity
 from .objectives import (
     CrossEntropy,
@@ -52,7 +52,7 @@ _LAYOUT_VERDICTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], boo
 _MEMORY_FORMATS = ("auto", "preserve", "channels_last")
 #: "auto" switches to channels-last from this image area on (ResNet-18 fwd+bwd on 2 CPU threads, batch 16:
 #: 64x64 1.19x slower, 128x128 0.93x, 224x224 0.91x; DenseNet-121 224x224 0.86x)
-_CHANNELS_LAST_MIN_AREA = 128 * 128
+CHANNELS_LAST_MIN_AREA = 128 * 128
 
 
 @dataclass
@@ -275,7 +275,7 @@ class Attack:
             return self.memory_format == "channels_last"
         if x.device.type != "cpu" or x.dtype != torch.float32 or x.ndim != 4 or x.shape[1] == 1:
             return False
-        if x.shape[2] * x.shape[3] < _CHANNELS_LAST_MIN_AREA:  # small images: NHWC convs are slower on CPU
+        if x.shape[2] * x.shape[3] < CHANNELS_LAST_MIN_AREA:  # small images: NHWC convs are slower on CPU
             return False
         key = (id(self.preprocess), type(self.preprocess).__name__, tuple(x.shape[1:]))
         verdicts = _LAYOUT_VERDICTS.setdefault(self.model, {})
@@ -344,12 +344,10 @@ class Attack:
             z = self.preprocess(x)
             if z.ndim == x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
                 z = z.contiguous(memory_format=torch.channels_last)  # the classifier sees the attack's layout
-        with autocast(z.device, resolve_amp(self.amp, z.device)):
-            logits = self.model(z)
+        logits = run_in_precision(self.model, z, self.amp)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"the model must return (B, num_classes) logits, got {got}.")
-        logits = full_precision(logits)
         return logits, (hooks.collect() if hooks is not None else _NO_FEATURES)
 
     def _forward_fn(

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ..networks.nets.classifiers import build_classifier, load_classifier
     from ..utils import set_num_threads
 
-    set_num_threads(getattr(args, "threads", None))
+    set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kind, _, root = args.data.partition(":")
     splits = load_evaluation_splits(kind, root or None, args.size, seed=args.seed)
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     substitute = load_classifier(args.substitute, in_channels=in_channels)[0].to(device) if args.substitute else None
 
     settings: dict[str, Any] = {}
-    if getattr(args, "paper_protocol", False):
+    if args.paper_protocol:
         from ..evaluation import PAPER_PROTOCOL
 
         settings.update(PAPER_PROTOCOL)

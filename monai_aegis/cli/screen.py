@@ -69,7 +69,7 @@ def build_overrides(args: argparse.Namespace) -> dict[str, Any]:
         over["batch_size"] = args.batch_size
     if args.num_workers is not None:
         over["num_workers"] = args.num_workers
-    if getattr(args, "threads", None) is not None:
+    if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}.")
         over["num_threads"] = args.threads

@@ -31,6 +31,7 @@ from monai.utils import convert_to_tensor, look_up_option
 from torch import nn
 
 from ..attacks import PGD, CrossEntropy, Objective
+from ..attacks.engine import CHANNELS_LAST_MIN_AREA
 from ..utils.batches import iter_batches
 from ..utils.validation import check_labels
 
@@ -187,14 +188,14 @@ class _LayoutChoice:
     def __init__(self, network: nn.Module, memory_format: str = "auto") -> None:
         if memory_format not in ("auto", "channels_last", "preserve"):
             raise ValueError(f"memory_format must be 'auto', 'channels_last' or 'preserve', got {memory_format!r}.")
-        self.network, self.memory_format = network, memory_format
+        self.network = network
         self.channels_last: bool | None = None if memory_format == "auto" else memory_format == "channels_last"
         self._converted = False
 
     def prepare_batch(self, batch: Any, device: Any = None, non_blocking: bool = False, **kwargs: Any) -> tuple:
         x, y = prepare_image_label(batch, device, non_blocking, **kwargs)
-        if self.channels_last is None:  # "auto": decided by the first batch
-            self.channels_last = x.ndim == 4 and min(x.shape[-2:]) >= 128
+        if self.channels_last is None:  # "auto": decided by the first batch, with the attacks' size rule
+            self.channels_last = x.ndim == 4 and x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_AREA
         if self.channels_last and x.ndim == 4:
             if not self._converted:
                 self.network.to(memory_format=torch.channels_last)
@@ -252,7 +253,8 @@ def train_classifier(
         amp: run the network in reduced precision (:func:`~monai_aegis.utils.resolve_amp`: bfloat16 autocast on a
             CPU that supports it, float16 AMP with loss scaling on CUDA); the loss stays in float32.
         memory_format: ``"channels_last"`` trains in NHWC (network and batches), ``"preserve"`` as given;
-            ``"auto"`` (default) picks channels-last for 2-D batches of at least 128 x 128 pixels, where CPU
+            ``"auto"`` (default) picks channels-last for 2-D batches of at least 128 x 128 pixels in area (the
+            attacks' rule, :data:`~monai_aegis.attacks.engine.CHANNELS_LAST_MIN_AREA`), where CPU
             convolutions gain most (EfficientNet-Lite0 at 224 px, batch 32: 2.3x on this project's 2-core CPU) --
             decided at the first batch. The network is handed back in the standard layout.
 

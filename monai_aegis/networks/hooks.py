@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..utils.precision import REDUCED_DTYPES, autocast, full_precision, resolve_amp
+from ..utils.precision import REDUCED_DTYPES, run_in_precision
 
 __all__ = [
     "INPUT_LAYER",
@@ -291,10 +291,8 @@ def hooked_batches(
         for xb in x.split(int(batch_size)):
             hooks.clear()
             xb = xb if device is None else xb.to(device)
-            z = preprocess(xb) if preprocess is not None else xb
-            with autocast(z.device, resolve_amp(amp, z.device)):
-                logits = model(z)
-            yield full_precision(logits), hooks.collect()
+            logits = run_in_precision(model, preprocess(xb) if preprocess is not None else xb, amp)
+            yield logits, hooks.collect()
 
 
 def pool_features(features: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from .io import (
     json_safe,
     safe_torch_load,
 )
-from .precision import AutocastInferer, autocast, cpu_supports_bf16, full_precision, resolve_amp
+from .precision import AutocastInferer, autocast, cpu_supports_bf16, full_precision, resolve_amp, run_in_precision
 from .state import RandomStates, state_fingerprint
 from .threads import THREADS_ENV, set_num_threads
 from .validation import check_image_batch, check_labels, check_positive, check_value_range
@@ -38,6 +38,7 @@ __all__ = [
     "RandomStates",
     "THREADS_ENV",
     "resolve_amp",
+    "run_in_precision",
     "safe_torch_load",
     "set_num_threads",
     "stack_batches",

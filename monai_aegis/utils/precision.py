@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
 
 __all__ = ["AMP_CHOICES", "REDUCED_DTYPES", "AutocastInferer", "autocast", "cpu_supports_bf16", "full_precision",
-           "resolve_amp"]
+           "resolve_amp", "run_in_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,18 @@ def autocast(device: Any, dtype: torch.dtype | None) -> Iterator[None]:
         return
     with torch.autocast(torch.device(device).type, dtype=dtype):
         yield
+
+
+def run_in_precision(fn: Callable[..., Any], x: torch.Tensor, amp: bool | str | torch.dtype | None,
+                     *args: Any, **kwargs: Any) -> Any:
+    """``fn(x, *args, **kwargs)`` under the autocast ``amp`` asks for on ``x``'s device, its tensor output(s) handed
+    back in float32 (a tuple or list of outputs element by element): the one way the library runs a model in
+    reduced precision."""
+    with autocast(x.device, resolve_amp(amp, x.device)):
+        out = fn(x, *args, **kwargs)
+    if isinstance(out, (tuple, list)):
+        return type(out)(full_precision(o) for o in out)
+    return full_precision(out)
 
 
 class AutocastInferer(Inferer):

@@ -84,3 +84,18 @@ def test_train_classifier_in_bfloat16():
     assert info["amp"] == "bfloat16"
     assert all(p.dtype == torch.float32 for p in net.parameters())  # the weights stay in float32
     assert _accuracy(net.eval(), x_test, y_test) >= 0.9
+
+
+def test_run_in_precision_hands_back_float32():
+    from monai_aegis.utils import run_in_precision
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    x = torch.rand(5, 4)
+    assert torch.equal(run_in_precision(lin, x, None), lin(x))  # full precision: the plain call
+    low = run_in_precision(lin, x, "bf16")
+    assert low.dtype == torch.float32 and not torch.equal(low, lin(x)) and torch.allclose(low, lin(x), atol=0.05)
+    pair = run_in_precision(lambda z: (lin(z), {"f": z}), x, "bf16")
+    assert isinstance(pair, tuple) and pair[0].dtype == torch.float32 and pair[1]["f"] is x
+    with pytest.raises(ValueError, match="amp must be"):
+        run_in_precision(lin, x, "int8")

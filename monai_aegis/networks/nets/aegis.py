@@ -18,7 +18,7 @@ from torch import nn
 from ...metrics.detection import accept_mask, check_threshold, per_sample_threshold
 from ...utils.batches import iter_batches
 from ...utils.io import atomic_torch_save, safe_torch_load
-from ...utils.precision import autocast, full_precision, resolve_amp
+from ...utils.precision import resolve_amp, run_in_precision
 from ...utils.validation import check_image_batch
 from ..hooks import INPUT_LAYER, FeatureHooks, resolve_layer_names
 from .shield import Shield
@@ -167,19 +167,13 @@ class AegisWrapper(nn.Module):
         return x if self.cushion is None else self.cushion(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.preprocess(x)
-        with autocast(z.device, resolve_amp(self.amp, z.device)):
-            logits = self.classifier(z)
-        return full_precision(logits)
+        return run_in_precision(self.classifier, self.preprocess(x), self.amp)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One cushioned forward pass returning ``(logits, features)`` of the hooked layers (float32)."""
         if not self.layer_names:
             return self.forward(x), {}
-        z = self.preprocess(x)
-        with autocast(z.device, resolve_amp(self.amp, z.device)):
-            logits, feats = FeatureHooks(self.classifier, self.layer_names).run(z)
-        return full_precision(logits), feats
+        return run_in_precision(FeatureHooks(self.classifier, self.layer_names).run, self.preprocess(x), self.amp)
 
     def set_threshold(self, threshold: float | torch.Tensor) -> None:
         t = check_threshold(threshold, None if self.shield is None else self.shield.num_classes)
