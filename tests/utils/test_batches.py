@@ -72,3 +72,17 @@ def test_tensor_loader_yields_seeded_dict_batches():
         tensor_loader(x, y[:3])
     with pytest.raises(ValueError, match="non-empty"):
         tensor_loader(torch.rand(0, 1, 4, 4), y[:0])
+
+
+def test_batch_ids_from_id_entries_then_source_files():
+    from monai_aegis.utils import batch_ids, tensor_loader
+
+    x = torch.zeros(3, 1, 4, 4)
+    assert batch_ids({"image": x, "id": torch.tensor([4, 0, 7])}, 3) == ["4", "0", "7"]
+    assert batch_ids({"image": x, "id": ["a.png", "b.png", "c.png"]}, 3) == ["a.png", "b.png", "c.png"]
+    files = MetaTensor(x, meta={"filename_or_obj": ["p.png", "q.png", "r.png"]})
+    assert batch_ids({"image": files}, 3) == ["p.png", "q.png", "r.png"]  # images loaded from files
+    assert batch_ids({"image": files, "id": [1, 2]}, 3) == ["p.png", "q.png", "r.png"]  # wrong length: not ids
+    assert batch_ids({"image": x}, 3) is None and batch_ids((x, torch.zeros(3)), 3) is None
+    loader = tensor_loader(x, torch.tensor([0, 1, 0]), batch_size=3)
+    assert batch_ids(next(iter(loader)), 3) == ["0", "1", "2"]
