@@ -2,9 +2,11 @@
 
 1. Inference: ``AegisWrapper.screen`` (JPEG-80 Cushion + feature hooks + Shield) vs the bare classifier, torchvision
    ResNet-50 (2 classes, random init, eval mode), batch 8, 3 x 224 x 224, CPU.
-2. Shield training: wall time of one ``ShieldTrainer`` iteration (``k``-step training attacker) as a multiple of
-   one classifier forward + backward on the same batch. The floor is ``k + 1`` (k attack steps plus the forward of
-   the clean and adversarial images, whose cost is about one forward + backward).
+2. Shield training: wall time of one ``ShieldTrainer`` iteration (``k``-step training attackers) as a multiple of
+   one classifier forward + backward on the same batch, for the paper's feature Shield on ResNet-18 and for the
+   ``aegis_cxr`` bundle default (``small_vgg`` at 64 px, image-reading Shield with either input stem, with and
+   without persistent starts). The floor is ``k + 1`` (k attack steps plus the forward of the clean and
+   adversarial images, whose cost is about one forward + backward).
 
 Run: ``python benchmarks/aegis_overhead.py`` (``PYTHONPATH=.`` from a source checkout without installing).
 """
@@ -18,10 +20,11 @@ import time
 
 import torch
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
 
 from monai_aegis.engines import ShieldAdversary, ShieldTrainer
-from monai_aegis.networks import AegisWrapper, Shield, cushion_from_name
+from monai_aegis.networks import AegisWrapper, Shield, build_aegis, cushion_from_name
+from monai_aegis.networks.nets import small_vgg
+from monai_aegis.utils import tensor_loader
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, float, float]:
@@ -64,13 +67,37 @@ def inference_overhead(repeats: int) -> list[tuple[str, float, float, float]]:
     return rows
 
 
-def training_cost(steps: int, repeats: int, size: int, batch: int) -> dict[str, float]:
+def _iteration_times(trainer: ShieldTrainer) -> list[float]:
+    """Run ``trainer`` and return the wall time of each iteration."""
+    from ignite.engine import Events
+
+    times: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: times.append(-time.perf_counter()))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                              lambda e: times.__setitem__(-1, times[-1] + time.perf_counter()))
+    trainer.run()
+    return times
+
+
+def training_cost(setting: str, steps: int, repeats: int, size: int, batch: int, input_stem: str = "strided",
+                  persistent_starts: bool = False) -> dict[str, float]:
+    """One Shield training iteration in units of one classifier forward + backward (input gradient) on the same
+    batch. ``setting``: ``"resnet18"`` (the paper's feature Shield on torchvision ResNet-18, the paper's training
+    attacker: PGD on ``S_t``) or ``"small_vgg"`` (the ``aegis_cxr`` bundle default: image-reading Shield, PGD + WB
+    training attackers, 1 x ``size``^2)."""
     torch.manual_seed(0)
-    clf = torchvision.models.resnet18(num_classes=2).eval()
     cushion = cushion_from_name("jpeg80")
-    shield = Shield.from_classifier(clf, "resnet18", (3, size, size), 2, preprocess=cushion)
-    wrapper = AegisWrapper(clf, shield, cushion=cushion)
-    x = torch.rand(batch, 3, size, size)
+    if setting == "resnet18":
+        clf = torchvision.models.resnet18(num_classes=2).eval()
+        shape, attacks = (3, size, size), "shield_pgd"
+        shield = Shield.from_classifier(clf, "resnet18", shape, 2, preprocess=cushion)
+        wrapper = AegisWrapper(clf, shield, cushion=cushion)
+    else:
+        clf = small_vgg(in_channels=1, num_classes=2, width=32, convs_per_block=2).eval()
+        shape, attacks = (1, size, size), ["pgd", "wb"]
+        wrapper = build_aegis(clf, shape, 2, None, cushion, shield_width=32, shield_hidden=64,
+                              shield_inputs="input", input_stem=input_stem, seed=0)
+    x = torch.rand(batch, *shape)
     y = torch.arange(batch) % 2
 
     def fwd_bwd() -> None:
@@ -78,17 +105,14 @@ def training_cost(steps: int, repeats: int, size: int, batch: int) -> dict[str, 
         torch.autograd.grad(torch.nn.functional.cross_entropy(clf(xg), y), xg)
 
     t_fb, _, _ = _median_time(fwd_bwd, repeats)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch)
-    trainer = ShieldTrainer("cpu", repeats + 1, loader, wrapper, torch.optim.Adam(shield.parameters(), 1e-3),
-                            adversary=ShieldAdversary(wrapper, attacks="shield_pgd", steps=steps), stats_batches=0)
-    times: list[float] = []
-
-    from ignite.engine import Events
-
-    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: times.append(-time.perf_counter()))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: times.__setitem__(-1, times[-1] + time.perf_counter()))
-    trainer.run()
-    t_it = statistics.median(times[1:])  # first iteration is warm-up
+    # persistent starts: one pass over the data per epoch, so each iteration after the first epoch starts from the
+    # previous epoch's perturbation
+    loader = tensor_loader(x, y, batch_size=batch)
+    trainer = ShieldTrainer("cpu", repeats + 1, loader, wrapper,
+                            torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
+                            adversary=ShieldAdversary(wrapper, attacks=attacks, steps=steps), stats_batches=0,
+                            persistent_starts=persistent_starts)
+    t_it = statistics.median(_iteration_times(trainer)[1:])  # the first iteration is warm-up
     return {"fwd_bwd": t_fb, "iteration": t_it, "ratio": t_it / t_fb, "floor": steps + 1}
 
 
@@ -114,16 +138,24 @@ def main() -> None:
     screen = rows[-1][1] / base
     print(f"\nTarget: screen <= 1.10x bare classifier -> {screen:.3f}x ({'met' if screen <= 1.10 else 'NOT met'})\n")
 
-    cost = training_cost(args.steps, max(3, args.repeats // 2), args.train_size, args.train_batch)
-    print(f"## Shield training cost: torchvision ResNet-18 + JPEG-80 Cushion, batch {args.train_batch} x 3 x "
-          f"{args.train_size}^2, training attacker {args.steps}-step PGD on S_t (BPDA)\n")
-    print("| quantity | seconds | multiple of one classifier fwd+bwd |")
-    print("| --- | ---: | ---: |")
-    print(f"| classifier forward + backward (input grad) | {cost['fwd_bwd']:.4f} | 1.00 |")
-    print(f"| one ShieldTrainer iteration | {cost['iteration']:.4f} | {cost['ratio']:.2f} |")
-    print(f"| floor (steps + 1) | - | {cost['floor']:.2f} |")
-    print(f"\nPer epoch of N images the Shield costs {cost['ratio']:.2f} classifier fwd+bwd per image "
-          f"(floor {cost['floor']}).")
+    reps = max(3, args.repeats // 2)
+    print(f"## Shield training cost in classifier forward + backward units (input gradient, same batch), "
+          f"{args.steps}-step training attackers, JPEG-80 Cushion (BPDA), {args.threads} threads\n")
+    print("| setting | training attackers | input stem | persistent starts | classifier fwd+bwd (s) | "
+          "iteration (s) | units | floor (steps + 1) |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
+    runs = [("resnet18", args.train_size, args.train_batch, "-", False)]
+    runs += [("small_vgg", 64, 32, stem, ps) for stem in ("pointwise", "strided") for ps in (False, True)]
+    for setting, size, batch, stem, ps in runs:
+        cost = training_cost(setting, args.steps, reps, size, batch, input_stem=stem if stem != "-" else "strided",
+                             persistent_starts=ps)
+        label = (f"ResNet-18, features Shield, {batch} x 3 x {size}^2" if setting == "resnet18"
+                 else f"small_vgg, input Shield (bundle default), {batch} x 1 x {size}^2")
+        attackers = "PGD on S_t" if setting == "resnet18" else "PGD + WB"
+        print(f"| {label} | {attackers} | {stem} | {'yes' if ps else 'no'} | {cost['fwd_bwd']:.4f} | "
+              f"{cost['iteration']:.4f} | {cost['ratio']:.2f} | {cost['floor']:.0f} |")
+    print("\nThe floor counts the classifier only; the input Shield's own CNN adds its forward + backward at every "
+          "attack step (WB) and on the doubled batch of the update.")
 
 
 if __name__ == "__main__":

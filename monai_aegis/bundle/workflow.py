@@ -37,10 +37,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-#: the training summary's reduced worst-case budget (the full one: ``python -m monai_aegis evaluate --worst-case``)
+#: the training summary's reduced worst-case budget (the full one: ``python -m monai_aegis evaluate --worst-case``);
+#: ``max_images``: at most that many test images, a seeded random subset (``None``: all of them)
 SUMMARY_WORST_CASE: dict[str, Any] = {
     "eps": [4 / 256, 8 / 256, 16 / 256], "steps": 50, "pgd_steps": 20, "lams": [0.3],
-    "proxies": ["smooth"], "blackbox_eps": [], "convergence_samples": 0,
+    "proxies": ["smooth"], "blackbox_eps": [], "convergence_samples": 0, "max_images": 64,
 }
 
 
@@ -100,14 +101,22 @@ def finalize_training(
     spec = {a: _spec(a) for a in attacks}
     metrics = sharded_detection(wrapper, xt, yt, spec, tnr=tnr)
     key = tpr_key(tnr)
-    wc_overrides = dict(worst_case or {})
+    wc_overrides = {**SUMMARY_WORST_CASE, **dict(worst_case or {})}
+    wc_images = wc_overrides.pop("max_images", None)
     wc_settings = None
-    if wc_overrides.get("eps", SUMMARY_WORST_CASE["eps"]):  # an empty eps list skips the worst case
-        wc_settings = WorstCaseConfig.from_dict({**SUMMARY_WORST_CASE, **wc_overrides})
+    if wc_overrides.get("eps"):  # an empty eps list skips the worst case
+        wc_settings = WorstCaseConfig.from_dict(wc_overrides)
+    if wc_images is not None and int(wc_images) < 1:
+        raise ValueError(f"summary_worst_case: max_images must be >= 1 or None, got {wc_images}.")
     wc_record = None
+    wc_index = torch.arange(yt.numel())
+    if wc_settings is not None and wc_images is not None and int(wc_images) < yt.numel():  # a seeded subset
+        perm = torch.randperm(yt.numel(), generator=torch.Generator().manual_seed(wc_settings.seed))
+        wc_index = perm[: int(wc_images)].sort().values
     if wc_settings is not None and idist.get_rank() == 0:
         xv = stack_loader(val_loader)[0]
-        wc_record = worst_case_evaluation(wrapper, xt.cpu(), yt.cpu(), xv, wc_settings, device=device)
+        wc_record = worst_case_evaluation(wrapper, xt.cpu()[wc_index], yt.cpu()[wc_index], xv, wc_settings,
+                                          device=device)
     summary: dict[str, Any] = {
         "wrapper": str(save_path),
         "classifier": architecture_name(wrapper.classifier),
@@ -134,6 +143,7 @@ def finalize_training(
             "curve": None if wc_record is None else [
                 {k: r.get(k) for k in ("eps", "robust_accuracy", "undefended_robust_accuracy", "success_rate")}
                 for r in wc_record["curve"]],
+            "n_images": int(wc_index.numel()),
             "proxies": None if wc_record is None else wc_record["proxies"],
             "notes": [] if wc_record is None else wc_record["notes"],
             "seconds": None if wc_record is None else round(wc_record["seconds"], 1),
@@ -175,7 +185,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if wc and wc.get("curve"):
         st = wc["settings"]
         lines.append(
-            "worst-case robust accuracy = share of test images no attack could turn into an accepted misclassification "
+            f"worst-case robust accuracy on {wc.get('n_images', summary['n_test'])} of the {summary['n_test']} test images = "
+            "share of them no attack could turn into an accepted misclassification "
             f"(rejected or still correct); per-image worst case of {', '.join(map(str, st['attacks']))} through the "
             f"Cushion (BPDA proxies {', '.join(wc['proxies'])}), REDUCED budget ({st['steps']} / {st['pgd_steps']} "
             "steps) -- `python -m monai_aegis evaluate --worst-case` runs the full one:")

@@ -71,8 +71,7 @@ class ShieldScorer(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, feats = self.wrapper.forward_features(x)
-        return self.shield(feats)
+        return self.shield(self.wrapper.shield_features(x))
 
 
 class ShieldLoss(nn.Module):
@@ -423,7 +422,7 @@ class ShieldTrainer(SupervisedTrainer):
             if i >= self.stats_batches:
                 break
             x, _ = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)
-            _, f = self.wrapper.forward_features(convert_to_tensor(x, track_meta=False))
+            f = self.wrapper.shield_features(convert_to_tensor(x, track_meta=False))
             for k, v in f.items():
                 feats.setdefault(k, []).append(v.detach())
         if feats:

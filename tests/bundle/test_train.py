@@ -36,7 +36,7 @@ def test_summary_records_and_prints_the_settings_used(tiny_cxr_bundle, tmp_path,
     run_workflow(bundle_files("aegis_cxr", "train.json"), "train", bundle_root=str(tmp_path),
                  network_checkpoint=str(tiny_cxr_bundle / "models" / "classifier.pt"),
                  **{**TINY, "tnr": 0.95, "eval_eps": 8 / 256,
-                    "summary_worst_case": {**TINY["summary_worst_case"], "eps": [2 / 256, 4 / 256]}})
+                    "summary_worst_case": {**TINY["summary_worst_case"], "eps": [2 / 256, 4 / 256], "max_images": 3}})
     out = capsys.readouterr().out
     summary = read_json(tmp_path / "eval" / "train_summary.json")
     assert summary["tnr"] == 0.95 and summary["eps"] == 8 / 256
@@ -47,6 +47,8 @@ def test_summary_records_and_prints_the_settings_used(tiny_cxr_bundle, tmp_path,
     assert [r["eps"] for r in curve] == [2 / 256, 4 / 256]
     assert all(0.0 <= r["robust_accuracy"] <= 1.0 for r in curve)
     assert "worst-case robust accuracy" in out and "REDUCED budget (2 / 2 steps)" in out
+    n = summary["n_test"]
+    assert n > 3 and summary["worst_case"]["n_images"] == 3 and f"on 3 of the {n} test images" in out
     assert "rejected or still correct" in out and "classifier small_vgg(width=8, convs_per_block=1)" in out
 
 

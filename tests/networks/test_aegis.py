@@ -215,3 +215,21 @@ def test_amp_wrapper_runs_the_classifier_in_bfloat16(tmp_path):
     assert AegisWrapper.load(path, Net().eval(), amp="bf16").amp == "bf16"
     with pytest.raises(ValueError, match="amp must be"):
         AegisWrapper(w.classifier, amp="half")
+
+
+@pytest.mark.parametrize("inputs", ["input", "features"])
+def test_shield_features_match_the_hooked_pass_and_skip_the_classifier_for_input_shields(inputs):
+    from monai_aegis.networks import build_aegis
+
+    w = build_aegis(Net().eval(), (1, 16, 16), 2, ["stem", "deep"], "jpeg80", shield_width=4, shield_hidden=8,
+                    shield_inputs=inputs, seed=0)
+    calls = []
+    handle = w.classifier.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.rand(3, 1, 16, 16)
+    feats = w.shield_features(x)
+    n_calls = len(calls)
+    _, hooked = w.forward_features(x)
+    handle.remove()
+    assert list(feats) == list(hooked) == list(w.layer_names)
+    assert all(torch.equal(feats[k], hooked[k]) for k in feats)
+    assert n_calls == (0 if inputs == "input" else 1)  # the image-only Shield never runs the classifier

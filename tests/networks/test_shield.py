@@ -105,3 +105,31 @@ def test_input_branch_reads_the_image_itself():
     again = Shield.from_config(shield.get_config())
     again.load_state_dict(shield.state_dict())
     assert torch.equal(again(feats), shield(feats))
+
+
+def test_input_stems_strided_and_pointwise():
+    from monai_aegis.networks import INPUT_LAYER
+
+    net = TinyNet()
+    kw = {"num_classes": 2, "width": 4, "hidden": 8, "preprocess": nn.Identity(), "input_depth": 2}
+    strided = Shield.from_classifier(net, [INPUT_LAYER], (1, 16, 16), **kw)  # the default stem
+    pointwise = Shield.from_classifier(net, [INPUT_LAYER], (1, 16, 16), input_stem="pointwise", **kw)
+    first = [m for m in strided.branches[0].body if isinstance(m, nn.Conv2d)][0]
+    assert (first.kernel_size, first.stride, first.in_channels, first.out_channels) == ((3, 3), (2, 2), 1, 8)
+    first = [m for m in pointwise.branches[0].body if isinstance(m, nn.Conv2d)][0]
+    assert (first.kernel_size, first.stride) == ((1, 1), (1, 1))
+    x = torch.rand(3, 1, 16, 16)
+    # the strided stem halves the map before the grouped convolutions (pointwise: they start at full resolution)
+    assert strided.branches[0].body[:2](x).shape[-1] == 8 and pointwise.branches[0].body[:2](x).shape[-1] == 16
+    # each class's detector has stem weights of its own: class 1's score does not depend on class 0's channels
+    out = strided({INPUT_LAYER: x})
+    (g,) = torch.autograd.grad(out[:, 1].sum(), strided.branches[0].body[0].weight)
+    assert g[:4].abs().sum() == 0 and g[4:].abs().sum() > 0
+    # a config saved before the option existed (no "input_stem") is the pointwise stem, and its weights load
+    old = pointwise.get_config()
+    del old["input_stem"]
+    again = Shield.from_config(old)
+    again.load_state_dict(pointwise.state_dict())
+    assert torch.equal(again({INPUT_LAYER: x}), pointwise({INPUT_LAYER: x}))
+    with pytest.raises(ValueError, match="input_stem"):
+        Shield.from_classifier(net, [INPUT_LAYER], (1, 16, 16), input_stem="patch", **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -174,6 +175,13 @@ class AegisWrapper(nn.Module):
         if not self.layer_names:
             return self.forward(x), {}
         return run_in_precision(FeatureHooks(self.classifier, self.layer_names).run, self.preprocess(x), self.amp)
+
+    def shield_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The features the Shield reads from ``x`` (cushioned): those of :meth:`forward_features`, without running
+        the classifier when the Shield reads only the image (``shield_inputs="input"``), as in Shield training."""
+        if self.layer_names == (INPUT_LAYER,):
+            return OrderedDict([(INPUT_LAYER, self.preprocess(x))])
+        return self.forward_features(x)[1]
 
     def set_threshold(self, threshold: float | torch.Tensor) -> None:
         t = check_threshold(threshold, None if self.shield is None else self.shield.num_classes)
@@ -401,6 +409,7 @@ def build_aegis(
     device: Any = "cpu",
     shield_inputs: str = "features",
     input_depth: int = 4,
+    input_stem: str = "strided",
     seed: int | None = None,
     amp: bool | str | None = None,
 ) -> AegisWrapper:
@@ -419,6 +428,7 @@ def build_aegis(
             CNN of the Shield's own on the cushioned image, :data:`~monai_aegis.networks.INPUT_LAYER`) or
             ``"both"`` -- the ablation switch of the robust input branch.
         input_depth: 3x3 convolutions of the input branch.
+        input_stem: the input branch's first layer (:data:`~monai_aegis.networks.nets.shield.INPUT_STEMS`).
         seed: seed of the Shield's initial weights (drawn from a private generator state, so torch's global RNG is
             left as it was); ``None``: from torch's global RNG.
         amp: reduced precision for the classifier (see :class:`AegisWrapper`).
@@ -450,5 +460,5 @@ def build_aegis(
             torch.manual_seed(int(seed))
         shield = Shield.from_classifier(classifier, layers, shape, int(num_classes),
                                         preprocess=cushion_mod, width=int(shield_width), hidden=int(shield_hidden),
-                                        input_depth=int(input_depth))
+                                        input_depth=int(input_depth), input_stem=str(input_stem))
     return AegisWrapper(classifier, shield, cushion=cushion_mod, input_shape=shape, amp=amp).to(device)
