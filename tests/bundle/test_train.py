@@ -99,8 +99,8 @@ def test_worst_case_overlay_writes_the_curve(tiny_cxr_bundle):
 
 
 def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
-    """shield_benign_shift / shield_negatives / shield_threshold_tnr / shield_persistent_starts configure the
-    Shield's training."""
+    """shield_benign_shift / shield_negatives / shield_threshold_tnr / shield_persistent_starts /
+    shield_epoch_length / shield_input_stem configure the Shield and its training."""
     from monai.bundle import ConfigWorkflow
 
     from monai_aegis.engines import AdversarialShieldUpdate
@@ -111,7 +111,8 @@ def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
                         bundle_root=str(tmp_path), network_checkpoint=str(tiny_cxr_bundle / "models" / "classifier.pt"),
                         **{**TINY, "shield_benign_shift": {"prob": 1.0, "jpeg_quality": [60, 90]},
                            "shield_negatives": "accepted", "shield_threshold_tnr": 0.9,
-                           "shield_persistent_starts": True,
+                           "shield_persistent_starts": True, "shield_epoch_length": 1,
+                           "shield_input_stem": "pointwise", "shield_epochs": 2,
                            "adversaries": ["pgd", "apgd_joint"]})
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -119,7 +120,10 @@ def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
     assert isinstance(update, AdversarialShieldUpdate) and update.threshold_tnr == 0.9
     assert isinstance(update.augment, RandBenignShift) and update.augment.jpeg_quality == (60, 90)
     assert update.adversary.negatives == "accepted" and update.adversary.attacks == ["pgd", "apgd_joint"]
+    assert wf.parser.get_parsed_content("wrapper").shield.get_config()["input_stem"] == "pointwise"
+    assert len(wf.parser.get_parsed_content("train#dataloader")) > 1  # so that one batch an epoch is a limit
     wf.run()
+    assert trainer.state.epoch_length == 1 and trainer.state.iteration == 2
     assert isinstance(update.adversary.threshold, torch.Tensor)  # followed the clean 10 % quantile
     assert update.persistent_starts and len(update.starts) > 0  # keyed by the images' files
     assert all(k.endswith(".png") for k in update.starts)
@@ -128,6 +132,7 @@ def test_robust_training_keys_reach_the_trainer(tiny_cxr_bundle, tmp_path):
                              bundle_root=str(tmp_path / "default"), **TINY)
     default.initialize()
     assert default.parser.get_parsed_content("shield_augment") is None
+    assert default.parser["shield_input_stem"] == "strided" and default.parser["shield_epoch_length"] == 12
 
 
 def test_calibrate_overlay_recalibrates_on_local_images(tiny_cxr_bundle, tmp_path):
