@@ -130,7 +130,7 @@ def test_classification_augmentation_is_the_bundles_and_is_seeded():
     from monai_aegis.transforms import classification_augmentation
 
     listed = json.loads((Path(__file__).parents[2] / "bundles" / "aegis_cxr" / "train.json").read_text())
-    listed = listed["classifier_train"]["preprocessing"]["transforms"][1:]
+    listed = listed["classifier_train"]["preprocessing"]["transforms"]  # applied to the cached preprocessed images
     assert [t["_target_"] for t in listed] == ["RandFlipd", "RandAffined"]
     aug = classification_augmentation()
     flip, shift = aug.transforms
