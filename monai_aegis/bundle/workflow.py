@@ -187,7 +187,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         n_wc = wc.get("n_images", summary["n_test"])
         lines.append(
             f"worst-case robust accuracy on {n_wc} of the {summary['n_test']} test images = share of them no attack "
-            "could turn into an accepted misclassification (rejected or still correct); per-image worst case of {', '.join(map(str, st['attacks']))} through the "
+            "could turn into an accepted misclassification (rejected or still correct); "
+            f"per-image worst case of {', '.join(map(str, st['attacks']))} through the "
             f"Cushion (BPDA proxies {', '.join(wc['proxies'])}), REDUCED budget ({st['steps']} / {st['pgd_steps']} "
             "steps) -- `python -m monai_aegis evaluate --worst-case` runs the full one:")
         for r in wc["curve"]:

@@ -49,6 +49,7 @@ def test_summary_records_and_prints_the_settings_used(tiny_cxr_bundle, tmp_path,
     assert "worst-case robust accuracy" in out and "REDUCED budget (2 / 2 steps)" in out
     n = summary["n_test"]
     assert n > 3 and summary["worst_case"]["n_images"] == 3 and f"on 3 of the {n} test images" in out
+    assert "per-image worst case of APGD-Joint, WB, SPGD, OPGD, WB_d through" in out and "{" not in out
     assert "rejected or still correct" in out and "classifier small_vgg(width=8, convs_per_block=1)" in out
 
 
