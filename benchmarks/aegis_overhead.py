@@ -97,22 +97,22 @@ def training_cost(setting: str, steps: int, repeats: int, size: int, batch: int,
         shape, attacks = (1, size, size), ["pgd", "wb"]
         wrapper = build_aegis(clf, shape, 2, None, cushion, shield_width=32, shield_hidden=64,
                               shield_inputs="input", input_stem=input_stem, seed=0)
-    x = torch.rand(batch, *shape)
-    y = torch.arange(batch) % 2
+    x = torch.rand(4 * batch, *shape)  # four batches an epoch
+    y = torch.arange(4 * batch) % 2
 
     def fwd_bwd() -> None:
-        xg = x.clone().requires_grad_(True)
-        torch.autograd.grad(torch.nn.functional.cross_entropy(clf(xg), y), xg)
+        xg = x[:batch].clone().requires_grad_(True)
+        torch.autograd.grad(torch.nn.functional.cross_entropy(clf(xg), y[:batch]), xg)
 
     t_fb, _, _ = _median_time(fwd_bwd, repeats)
-    # persistent starts: one pass over the data per epoch, so each iteration after the first epoch starts from the
-    # previous epoch's perturbation
+    # persistent starts: one pass over the data per epoch, so every iteration after the first epoch starts from the
+    # previous epoch's perturbation of its images
     loader = tensor_loader(x, y, batch_size=batch)
-    trainer = ShieldTrainer("cpu", repeats + 1, loader, wrapper,
+    trainer = ShieldTrainer("cpu", 1 + max(1, repeats // 4), loader, wrapper,
                             torch.optim.Adam(wrapper.shield.parameters(), 1e-3),
                             adversary=ShieldAdversary(wrapper, attacks=attacks, steps=steps), stats_batches=0,
                             persistent_starts=persistent_starts)
-    t_it = statistics.median(_iteration_times(trainer)[1:])  # the first iteration is warm-up
+    t_it = statistics.median(_iteration_times(trainer)[4:])  # the first epoch is warm-up
     return {"fwd_bwd": t_fb, "iteration": t_it, "ratio": t_it / t_fb, "floor": steps + 1}
 
 
@@ -123,14 +123,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="training attacker steps")
     parser.add_argument("--train-size", type=int, default=128)
     parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument("--parts", default="inference,training", help="comma-separated: inference, training")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
 
-    rows = inference_overhead(args.repeats)
+    if "inference" in parts:
+        print_inference(args.repeats, args.threads, load)
+    if "training" in parts:
+        print_training(args)
+
+
+def print_inference(repeats: int, threads: int, load: float) -> None:
+    rows = inference_overhead(repeats)
     base = rows[0][1]
     print(f"## Inference overhead: torchvision ResNet-50 (2 classes), batch 8 x 3 x 224 x 224, CPU, "
-          f"{args.threads} threads, median of {args.repeats} interleaved repeats, load average {load:.2f}\n")
+          f"{threads} threads, median of {repeats} interleaved repeats, load average {load:.2f}\n")
     print("| path | s / batch (median) | min / max | vs bare classifier |")
     print("| --- | ---: | ---: | ---: |")
     for name, med, lo, hi in rows:
@@ -138,6 +147,8 @@ def main() -> None:
     screen = rows[-1][1] / base
     print(f"\nTarget: screen <= 1.10x bare classifier -> {screen:.3f}x ({'met' if screen <= 1.10 else 'NOT met'})\n")
 
+
+def print_training(args: argparse.Namespace) -> None:
     reps = max(3, args.repeats // 2)
     print(f"## Shield training cost in classifier forward + backward units (input gradient, same batch), "
           f"{args.steps}-step training attackers, JPEG-80 Cushion (BPDA), {args.threads} threads\n")
