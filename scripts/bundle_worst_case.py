@@ -41,7 +41,7 @@ def split_tensors(parser, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 def main(argv: list[str] | None = None) -> dict:
     from monai.bundle import ConfigParser
 
-    from monai_aegis.bundle import SUMMARY_WORST_CASE, load_aegis
+    from monai_aegis.bundle import SUMMARY_WORST_CASE, load_aegis, seeded_subset
     from monai_aegis.evaluation import WorstCaseConfig, worst_case_evaluation
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,13 +58,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.read_config(args.config)
     parser.update({"dataset_dir": args.dataset_dir})
     x, y = split_tensors(parser, args.split)
-    xv, _ = split_tensors(parser, "val")
+    xv = x if args.split == "val" else split_tensors(parser, "val")[0]
     settings = {**SUMMARY_WORST_CASE, **json.loads(args.set)}
     settings.pop("max_images", None)
     cfg = WorstCaseConfig.from_dict(settings)
-    idx = torch.arange(y.numel())
-    if args.max_images < y.numel():
-        idx = torch.randperm(y.numel(), generator=torch.Generator().manual_seed(cfg.seed))[: args.max_images].sort()[0]
+    idx = seeded_subset(y.numel(), args.max_images, cfg.seed)  # the training summary's choice of images
     results: dict = {"split": args.split, "n_split": int(y.numel()), "n_images": int(idx.numel()),
                      "settings": cfg.to_dict(), "runs": {}}
     for run in args.runs:

@@ -28,6 +28,7 @@ __all__ = [
     "evaluate_bundle",
     "finalize_training",
     "format_summary",
+    "seeded_subset",
     "load_aegis",
     "recalibrate_site",
     "site_datalist",
@@ -110,9 +111,8 @@ def finalize_training(
         raise ValueError(f"summary_worst_case: max_images must be >= 1 or None, got {wc_images}.")
     wc_record = None
     wc_index = torch.arange(yt.numel())
-    if wc_settings is not None and wc_images is not None and int(wc_images) < yt.numel():  # a seeded subset
-        perm = torch.randperm(yt.numel(), generator=torch.Generator().manual_seed(wc_settings.seed))
-        wc_index = perm[: int(wc_images)].sort().values
+    if wc_settings is not None:
+        wc_index = seeded_subset(yt.numel(), wc_images, wc_settings.seed)
     if wc_settings is not None and idist.get_rank() == 0:
         xv = stack_loader(val_loader)[0]
         wc_record = worst_case_evaluation(wrapper, xt.cpu()[wc_index], yt.cpu()[wc_index], xv, wc_settings,
@@ -156,6 +156,15 @@ def finalize_training(
             atomic_write_json(summary_path, summary)
         print(format_summary(summary), flush=True)
     return summary
+
+
+def seeded_subset(n: int, max_images: int | None, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of at most ``max_images`` of ``n`` items, a random subset seeded with ``seed`` (all of them when
+    ``max_images`` is ``None`` or not smaller than ``n``): the images the summary's reduced worst case attacks."""
+    if max_images is None or int(max_images) >= n:
+        return torch.arange(n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[: int(max_images)].sort().values
 
 
 def _fmt(v: float | None) -> str:

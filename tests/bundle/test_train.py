@@ -258,3 +258,12 @@ def test_fundus_pretrained_overlay_on_shared_data(shared_data, tmp_path):
     random = EfficientNetLite(3, 2, pretrained=False).backbone._conv_stem.weight
     # fine-tuned from the ImageNet weights (one small epoch moves them a little), not from a random start
     assert (stem - imagenet["_conv_stem.weight"]).norm() < 0.1 * (random - imagenet["_conv_stem.weight"]).norm()
+
+
+def test_seeded_subset_is_sorted_seeded_and_capped():
+    from monai_aegis.bundle import seeded_subset
+
+    a, b = seeded_subset(100, 10, seed=3), seeded_subset(100, 10, seed=3)
+    assert torch.equal(a, b) and a.numel() == 10 and torch.equal(a, a.sort().values) and len(set(a.tolist())) == 10
+    assert not torch.equal(a, seeded_subset(100, 10, seed=4))
+    assert torch.equal(seeded_subset(5, 10), torch.arange(5)) and torch.equal(seeded_subset(5, None), torch.arange(5))
