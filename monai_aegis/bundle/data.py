@@ -24,13 +24,17 @@ def bundle_datalists(
     val_fraction: float = 0.1,
     seed: int = 0,
     max_items: int | None = None,
+    holdout_fraction: float = 0.0,
 ) -> dict[str, list[dict[str, Any]]]:
-    """``{"train", "val", "test"}`` MONAI datalists (``{"image": path, "label": int, "id": path}``) for a bundle.
+    """``{"train", "val", ["holdout",] "test"}`` MONAI datalists (``{"image": path, "label": int, "id": path}``) for a bundle.
 
     * ``dataset_dir`` empty or ``None``: the embedded 320-image Kermany sample shipped with the package (its own
       train / val / test split). Only for ``"kermany"``: no fundus images are embedded (their licence).
     * a dataset folder: :func:`monai_aegis.data.dataset_splits` (the split rule the evaluation uses too): the
-      training images partitioned by patient into train / val, ``test`` the dataset's own test split.
+      training images partitioned by patient into train / val (and ``holdout`` when ``holdout_fraction > 0``),
+      ``test`` the dataset's own test split. With the evaluation's fractions (``val_fraction=0.1``,
+      ``holdout_fraction=0.2``, same seed) a bundle trains on exactly the images that
+      ``python -m monai_aegis evaluate --data kermany:<folder>`` keeps out of its ``holdout`` split.
 
     Args:
         dataset: one of :data:`BUNDLE_DATASETS`.
@@ -38,15 +42,23 @@ def bundle_datalists(
         val_fraction: share of the training images used for validation (threshold calibration).
         seed: seed of the patient-grouped split.
         max_items: keep at most this many items per split (a class-balanced prefix; for smoke tests).
+        holdout_fraction: share of the training images held out of training and calibration (a ``holdout``
+            datalist, for a later evaluation on images prepared like the training data); 0: none.
 
     Raises:
-        ValueError: an unknown dataset, or ``"fundus"`` without ``dataset_dir``.
+        ValueError: an unknown dataset, ``"fundus"`` without ``dataset_dir``, or a ``holdout_fraction`` with the
+            embedded sample (its split is fixed).
         FileNotFoundError: a missing folder or CSV.
     """
     from monai.utils import look_up_option
 
     dataset = look_up_option(str(dataset).lower(), BUNDLE_DATASETS)
     if not dataset_dir:
+        if float(holdout_fraction) > 0:
+            raise ValueError(
+                f"holdout_fraction {holdout_fraction} needs dataset_dir: the embedded sample's train / val / test "
+                "split is fixed."
+            )
         if dataset != "kermany":
             raise ValueError(
                 f"no embedded sample for dataset {dataset!r} (the fundus licence does not allow redistribution): "
@@ -58,7 +70,8 @@ def bundle_datalists(
     else:
         from ..data import dataset_splits
 
-        lists = dataset_splits(dataset, dataset_dir, val_fraction=val_fraction, seed=seed)
+        lists = dataset_splits(dataset, dataset_dir, val_fraction=val_fraction, holdout_fraction=holdout_fraction,
+                               seed=seed)
     # "id": the image's file, what per-image training state (persistent starts) is keyed on after preprocessing
     lists = {k: [{"image": str(it["image"]), "label": int(it["label"]), "id": str(it["image"])} for it in v]
              for k, v in lists.items()}

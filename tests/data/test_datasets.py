@@ -60,6 +60,24 @@ def test_bundle_and_evaluation_use_the_same_rule(big_kermany):
     assert [int(y) for y in tensors["val"][1]] == [it["label"] for it in rule["val"]]
 
 
+def test_bundle_holdout_is_the_evaluation_holdout(big_kermany):
+    """A bundle trained with ``holdout_fraction`` never sees the images the evaluation reports as ``holdout``."""
+    from monai_aegis.evaluation.datasets import load_evaluation_splits
+
+    lists = bundle_datalists("kermany", big_kermany, val_fraction=0.2, holdout_fraction=0.25, seed=3)
+    assert list(lists) == ["train", "val", "holdout", "test"]
+    rule = dataset_splits("kermany", big_kermany, val_fraction=0.2, holdout_fraction=0.25, seed=3)
+    assert {k: [it["image"] for it in v] for k, v in lists.items()} == {k: [str(p) for p in _images(v)] for k, v in rule.items()}
+    assert not {it["image"] for it in lists["holdout"]} & {it["image"] for it in lists["train"] + lists["val"]}
+    tensors = load_evaluation_splits("kermany", big_kermany, spatial_size=8, val_fraction=0.2, holdout_fraction=0.25,
+                                     seed=3)
+    assert [int(y) for y in tensors["holdout"][1]] == [it["label"] for it in lists["holdout"]]
+    without = bundle_datalists("kermany", big_kermany, val_fraction=0.2, seed=3)
+    assert "holdout" not in without and len(without["train"]) > len(lists["train"])
+    with pytest.raises(ValueError, match="holdout_fraction 0.2 needs dataset_dir"):
+        bundle_datalists("kermany", "", holdout_fraction=0.2)
+
+
 def test_folder_without_test_split_warns(big_kermany):
     import shutil
 
