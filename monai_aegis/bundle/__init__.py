@@ -30,6 +30,7 @@ from .workflow import (
     seeded_subset,
     load_aegis,
     recalibrate_site,
+    adapt_site,
     site_datalist,
     stack_loader,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "load_network",
     "prepare_classifier",
     "recalibrate_site",
+    "adapt_site",
     "site_datalist",
     "shard_indices",
     "sharded_detection",

@@ -31,6 +31,7 @@ __all__ = [
     "seeded_subset",
     "load_aegis",
     "recalibrate_site",
+    "adapt_site",
     "site_datalist",
     "stack_loader",
 ]
@@ -293,12 +294,7 @@ def recalibrate_site(
     wrapper.eval()
     scores, pred = wrapper.shield_scores(clean_loader)
     n = int(scores.numel())
-    if n < int(min_images):
-        raise ValueError(f"site recalibration got {n} clean images; give at least {min_images} "
-                         f"(a few hundred, {SITE_MIN_IMAGES}+, for a stable threshold).")
-    if n < SITE_MIN_IMAGES:
-        logger.warning("site recalibration on %d images: the threshold is noisy; %d+ are recommended.", n,
-                       SITE_MIN_IMAGES)
+    _check_site_images(n, min_images, "site recalibration")
 
     from ..networks import calibrated_thresholds, per_sample_threshold
 
@@ -321,6 +317,80 @@ def recalibrate_site(
           f"shipped thresholds {[round(t, 3) for t in report['threshold_before']]}, {report['accepted_after']:.3f} "
           f"with the new ones {[round(t, 3) for t in report['threshold_after']]} (target {tnr:g}); saved to "
           f"{save_path}", flush=True)
+    return report
+
+
+def _check_site_images(n: int, min_images: int, what: str) -> None:
+    """Refuse fewer than ``min_images`` local images; warn below :data:`SITE_MIN_IMAGES`."""
+    if n < int(min_images):
+        raise ValueError(f"{what} got {n} clean images; give at least {min_images} "
+                         f"(a few hundred, {SITE_MIN_IMAGES}+, for a stable threshold).")
+    if n < SITE_MIN_IMAGES:
+        logger.warning("%s on %d images: the threshold is noisy; %d+ are recommended.", what, n, SITE_MIN_IMAGES)
+
+
+def adapt_site(
+    wrapper: Any,
+    site_loader: Any,
+    train_loader: Any,
+    val_loader: Any,
+    save_path: str | os.PathLike,
+    report_path: str | os.PathLike | None = None,
+    adversary: Any = None,
+    epochs: int = 8,
+    epoch_length: int | None = 12,
+    lr: float = 5e-4,
+    eps: float = 16 / 256,
+    site_fraction: float = 0.5,
+    tnr: float = 0.9,
+    seed: int = 0,
+    min_images: int = 20,
+) -> dict[str, Any]:
+    """Site adaptation (``adapt.json``): fine-tune the Shield adversarially on a few hundred *clean, unlabelled*
+    local images mixed with its training images (:func:`monai_aegis.engines.adapt_shield_to_site`), recalibrate on
+    the original validation images, and save the adapted wrapper beside the shipped one.
+
+    Unlike :func:`recalibrate_site`, the thresholds stay those of the original validation images: the Shield learns
+    that the local pipeline's clean images are clean, with its adversarial objective (local images are positives and
+    sources of negatives), instead of the rule being loosened. The images must be clean: whoever controls them
+    controls what the Shield learns to accept.
+
+    Args:
+        wrapper: the trained :class:`~monai_aegis.networks.AegisWrapper` (modified in place).
+        site_loader: the local clean images (``{"image"}`` batches; labels are not needed nor used).
+        train_loader, val_loader: the bundle's training images (with labels) and clean validation images.
+        save_path: where the adapted wrapper is written (atomically); keep the original beside it.
+        report_path: JSON report (``None``: not written).
+        adversary: the training attacker (the bundle's ``ShieldAdversary`` settings); default PGD + WB, 10 steps.
+        epochs, epoch_length, lr, eps, site_fraction, tnr, seed: see
+            :func:`~monai_aegis.engines.adapt_shield_to_site`.
+        min_images: fewer local images are refused (below :data:`SITE_MIN_IMAGES` a warning).
+
+    Returns:
+        the report of :func:`~monai_aegis.engines.adapt_shield_to_site` plus ``saved``.
+    """
+    from ..engines import adapt_shield_to_site
+    from ..utils import atomic_write_json
+
+    if getattr(wrapper, "shield", None) is None or wrapper.threshold.numel() == 0:
+        raise ValueError("site adaptation needs a trained, calibrated Aegis checkpoint (run train.json first).")
+    from ..utils import stack_images
+
+    x_site = stack_images(site_loader, name="the local images")
+    _check_site_images(int(x_site.shape[0]), min_images, "site adaptation")
+    report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, adversary=adversary, epochs=epochs,
+                                  epoch_length=epoch_length, lr=lr, eps=eps, site_fraction=site_fraction, tnr=tnr,
+                                  seed=seed)
+    Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+    wrapper.save(save_path)
+    report["saved"] = str(save_path)
+    if report_path:
+        atomic_write_json(report_path, json_safe(report))
+    print(f"site adaptation on {report['n_site']} clean local images ({report['iterations']} Shield iterations, "
+          f"{report['seconds']:.0f} s): accepted {report['site_accepted_before']:.3f} before, "
+          f"{report['site_accepted_after']:.3f} after (in-sample), validation {report['val_accepted']:.3f} at the "
+          f"recalibrated thresholds {[round(t, 3) for t in report['threshold_after']]}; saved to {save_path}",
+          flush=True)
     return report
 
 

@@ -23,6 +23,7 @@ from .shield_training import (
     freeze,
     sample_other_classes,
 )
+from .site_adaptation import adapt_shield_to_site, pseudo_labels
 
 __all__ = [
     "train_classifier",
@@ -42,4 +43,6 @@ __all__ = [
     "adversarially_finetune",
     "freeze",
     "sample_other_classes",
+    "adapt_shield_to_site",
+    "pseudo_labels",
 ]

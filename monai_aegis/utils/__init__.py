@@ -3,7 +3,7 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at
 #     http://www.apache.org/licenses/LICENSE-2.0
-from .batches import batch_ids, iter_batches, stack_batches, tensor_loader
+from .batches import batch_ids, iter_batches, stack_batches, stack_images, tensor_loader
 from .io import (
     atomic_torch_save,
     atomic_write,
@@ -42,6 +42,7 @@ __all__ = [
     "safe_torch_load",
     "set_num_threads",
     "stack_batches",
+    "stack_images",
     "tensor_loader",
     "state_fingerprint",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["batch_ids", "iter_batches", "stack_batches", "tensor_loader"]
+__all__ = ["batch_ids", "iter_batches", "stack_batches", "stack_images", "tensor_loader"]
 
 
 def _is_pair(data: Any) -> bool:
@@ -110,6 +110,22 @@ def stack_batches(
     if x.ndim < 4:
         raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
     return (x, y) if max_items is None else (x[:max_items], y[:max_items])
+
+
+def stack_images(data: Any, batch_size: int = 64, image_key: str = "image", name: str = "data") -> torch.Tensor:
+    """All images of ``data`` (labelled or not) as one plain float32 CPU tensor ``(N, C, *spatial)``.
+
+    Raises:
+        ValueError: no images, or images that are not ``(N, C, *spatial)``.
+    """
+    xs = [torch.as_tensor(x).as_subclass(torch.Tensor).detach().float().cpu()
+          for x in iter_batches(data, batch_size, image_key)]
+    if not xs or sum(x.shape[0] for x in xs) == 0:
+        raise ValueError(f"{name} is empty (no images).")
+    x = torch.cat(xs)
+    if x.ndim < 4:
+        raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
+    return x
 
 
 def tensor_loader(

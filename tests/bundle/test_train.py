@@ -166,6 +166,42 @@ def test_calibrate_overlay_recalibrates_on_local_images(tiny_cxr_bundle, tmp_pat
                      bundle_root=str(tiny_cxr_bundle), **TINY)
 
 
+def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tmp_path):
+    """Site adaptation: the Shield is fine-tuned on the local images (the shipped checkpoint is kept), recalibrated on
+    the original validation images, and a report names what it did."""
+    import numpy as np
+    from PIL import Image
+
+    from monai_aegis.bundle import load_aegis
+    from monai_aegis.data import load_sample_datalist
+    from monai_aegis.networks.nets import small_vgg
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for i, item in enumerate(load_sample_datalist("train")[:30]):  # "another pipeline": darker, re-coded
+        img = np.asarray(Image.open(item["image"]).convert("L"), dtype=np.float32) * 0.7
+        Image.fromarray(img.astype(np.uint8)).save(site / f"img{i}.jpg", quality=60)
+    files = bundle_files("aegis_cxr", "train.json", "calibrate.json", "adapt.json")
+    before = (tiny_cxr_bundle / "models" / "aegis.pt").read_bytes()
+    run_workflow(files, None, bundle_root=str(tiny_cxr_bundle), calibration_dir=str(site), site_epochs=2,
+                 site_epoch_length=2, **TINY)
+    report = read_json(tiny_cxr_bundle / "eval" / "site_adaptation.json")
+    assert report["n_site"] == 30 and report["iterations"] == 4 and report["epochs"] == 2
+    assert sum(report["site_predicted_classes"]) == 30 and report["eps"] == pytest.approx(16 / 256)
+    assert (tiny_cxr_bundle / "models" / "aegis.pt").read_bytes() == before  # the shipped model is kept
+    net = small_vgg(1, 2, width=8, convs_per_block=1)
+    shipped = load_aegis(net, tiny_cxr_bundle / "models" / "aegis.pt")
+    adapted = load_aegis(small_vgg(1, 2, width=8, convs_per_block=1),
+                         tiny_cxr_bundle / "models" / "aegis_site_adapted.pt")
+    assert adapted.calibration["site_adapted"] is True
+    assert adapted.threshold.tolist() == pytest.approx(report["threshold_after"])
+    assert any(not torch.equal(a, b) for a, b in zip(adapted.shield.parameters(), shipped.shield.parameters()))
+    for k, v in adapted.classifier.state_dict().items():
+        assert torch.equal(v, shipped.classifier.state_dict()[k]), k
+    with pytest.raises(Exception, match="calibration_dir"):
+        run_workflow(files, None, bundle_root=str(tiny_cxr_bundle), **TINY)
+
+
 @pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
 def test_metadata_has_required_keys(bundle):
     meta = read_json(BUNDLES / bundle / "metadata.json")

@@ -1,0 +1,132 @@
+"""Site adaptation against site recalibration, measured on the Kermany official test split as "another site"
+(docs/results.md, "Clean images of another pipeline").
+
+The test split was exported by another pipeline (squashed 224 px JPEG) than the training split. It is divided into two
+patient-disjoint halves: the *site* half plays the hospital's few hundred clean, unlabelled local images, the *eval*
+half the studies the hospital screens afterwards. Three deployments of one trained ``aegis_cxr`` bundle run are
+compared on the eval half (and on the hold-out split, prepared like the training images):
+
+* ``shipped``: as trained, thresholds from the validation split;
+* ``recalibrated``: thresholds moved to the site half (:func:`monai_aegis.bundle.recalibrate_site`);
+* ``adapted``: the Shield fine-tuned on the site half mixed with the training images, thresholds recalibrated on the
+  original validation split (:func:`monai_aegis.engines.adapt_shield_to_site`, the defaults of ``adapt.json``).
+
+Each gets clean accuracy / acceptance per split and the training summary's reduced worst case
+(:data:`monai_aegis.bundle.SUMMARY_WORST_CASE`) on the same seeded images::
+
+    python -m monai.bundle run --config_file bundles/aegis_cxr/train.json --bundle_root runs/full_holdout \\
+        --dataset_dir ../shared/data/chest_xray --holdout_fraction 0.2
+    python scripts/site_adaptation.py --run runs/full_holdout --root ../shared/data/chest_xray \\
+        --out runs/site_adaptation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from monai_aegis.utils import atomic_write_json, json_safe  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@torch.no_grad()
+def clean_stats(wrapper: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Clean accuracy, acceptance, and acceptance of the correctly classified images."""
+    out = [wrapper.screen(xb) for xb in x.split(128)]
+    pred, acc = torch.cat([o["pred"] for o in out]), torch.cat([o["accept"] for o in out])
+    ok = pred == y
+    return {"n": int(y.numel()), "accuracy": float(ok.float().mean()), "accepted": float(acc.float().mean()),
+            "accepted_if_correct": float(acc[ok].float().mean()) if ok.any() else float("nan")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from monai_aegis.bundle import SUMMARY_WORST_CASE, load_aegis, recalibrate_site, seeded_subset
+    from monai_aegis.data import dataset_splits, patient_grouped_partition
+    from monai_aegis.engines import ShieldAdversary, adapt_shield_to_site
+    from monai_aegis.evaluation import worst_case_evaluation
+    from monai_aegis.evaluation.datasets import load_evaluation_splits
+    from monai_aegis.networks.nets import small_vgg
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="bundle_root of an aegis_cxr run trained with --holdout_fraction 0.2")
+    ap.add_argument("--root", required=True, help="the Kermany folder the run was trained on")
+    ap.add_argument("--out", required=True, help="JSON file of the results (rewritten after every stage)")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epoch-length", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--site-fraction", type=float, default=0.5)
+    ap.add_argument("--max-images", type=int, default=64, help="images per split of the reduced worst case")
+    ap.add_argument("--set", default="{}", help="JSON overrides of the worst-case settings")
+    ap.add_argument("--network", default='{"width": 32, "convs_per_block": 2}',
+                    help="JSON keyword arguments of the bundle's small_vgg (its network_def)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    splits = load_evaluation_splits("kermany", args.root, 64, val_fraction=0.1, holdout_fraction=0.2, seed=args.seed,
+                                    cache_dir=Path(args.run) / "cache")
+    items = dataset_splits("kermany", args.root, val_fraction=0.1, holdout_fraction=0.2, seed=args.seed)["test"]
+    for i, it in enumerate(items):  # the tensors keep the datalist's order
+        it["_index"] = i
+    site_items, eval_items = patient_grouped_partition(items, (0.5, 0.5), seed=args.seed)
+    x_test, y_test = splits["test"]
+    i_site = torch.tensor([it["_index"] for it in site_items])
+    i_eval = torch.tensor([it["_index"] for it in eval_items])
+    parts = {"val": splits["val"], "holdout": splits["holdout"], "site": (x_test[i_site], y_test[i_site]),
+             "eval": (x_test[i_eval], y_test[i_eval])}
+    x_val = splits["val"][0]
+    res: dict[str, Any] = {"run": args.run, "n": {k: int(v[1].numel()) for k, v in parts.items()},
+                           "settings": vars(args), "deployments": {}}
+
+    def network() -> torch.nn.Module:
+        return small_vgg(in_channels=1, num_classes=2, **json.loads(args.network))
+
+    shipped = load_aegis(network(), Path(args.run) / "models" / "aegis.pt")
+    recal = copy.deepcopy(shipped)
+    res["recalibration"] = recalibrate_site(recal, parts["site"][0], Path(args.run) / "models" / "aegis_site_half.pt")
+    adapted = copy.deepcopy(shipped)
+    log("adapting the Shield to the site half")
+    res["adaptation"] = adapt_shield_to_site(
+        adapted, parts["site"][0], splits["train"], x_val,
+        adversary=ShieldAdversary(adapted, ["pgd", "wb"], steps=10), epochs=args.epochs,
+        epoch_length=args.epoch_length, lr=args.lr, site_fraction=args.site_fraction, seed=args.seed)
+    adapted.save(Path(args.run) / "models" / "aegis_site_adapted_half.pt")
+    atomic_write_json(args.out, json_safe(res))
+
+    cfg = {**SUMMARY_WORST_CASE, **json.loads(args.set)}
+    cfg.pop("max_images", None)
+    n_max = args.max_images
+    res["worst_case_budget"] = {**cfg, "max_images": n_max}
+    for name, wrapper in (("shipped", shipped), ("recalibrated", recal), ("adapted", adapted)):
+        rec: dict[str, Any] = {"thresholds": wrapper.threshold.tolist(),
+                               "clean": {k: clean_stats(wrapper, *v) for k, v in parts.items()}}
+        log(f"{name}: {rec['clean']}")
+        for split in ("eval", "holdout"):
+            x, y = parts[split]
+            idx = seeded_subset(int(y.numel()), n_max, args.seed)
+            wc = worst_case_evaluation(wrapper, x[idx], y[idx], x_val, cfg)
+            rec[f"worst_case_{split}"] = {"n": int(idx.numel()), "clean": wc["clean"],
+                                          "curve": [{"eps": r["eps"], "robust_accuracy": r["robust_accuracy"]}
+                                                    for r in wc["curve"]], "seconds": wc["seconds"]}
+            log(f"{name} {split}: " + ", ".join(f"{r['eps'] * 256:g}/256 {r['robust_accuracy']:.3f}"
+                                                 for r in wc["curve"]))
+            res["deployments"][name] = rec
+            atomic_write_json(args.out, json_safe(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
