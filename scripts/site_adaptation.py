@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     from monai_aegis.evaluation import worst_case_evaluation
     from monai_aegis.evaluation.datasets import load_evaluation_splits
     from monai_aegis.networks.nets import small_vgg
+    from monai_aegis.transforms import RandOutlier
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="bundle_root of an aegis_cxr run trained with --holdout_fraction 0.2")
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     res["adaptation"] = adapt_shield_to_site(
         adapted, parts["site"][0], splits["train"], x_val,
         adversary=ShieldAdversary(adapted, ["pgd", "wb"], steps=10), epochs=args.epochs,
-        epoch_length=args.epoch_length, lr=args.lr, site_fraction=args.site_fraction, seed=args.seed)
+        epoch_length=args.epoch_length, lr=args.lr, site_fraction=args.site_fraction, seed=args.seed,
+        outliers=RandOutlier().set_random_state(args.seed + 1))  # the bundle default's out-of-distribution negatives
     adapted.save(Path(args.run) / "models" / "aegis_site_adapted_half.pt")
     atomic_write_json(args.out, json_safe(res))
 

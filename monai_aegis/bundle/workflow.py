@@ -345,6 +345,7 @@ def adapt_site(
     tnr: float = 0.9,
     seed: int = 0,
     min_images: int = 20,
+    **training: Any,
 ) -> dict[str, Any]:
     """Site adaptation (``adapt.json``): fine-tune the Shield adversarially on a few hundred *clean, unlabelled*
     local images mixed with its training images (:func:`monai_aegis.engines.adapt_shield_to_site`), recalibrate on
@@ -365,6 +366,8 @@ def adapt_site(
         epochs, epoch_length, lr, eps, site_fraction, tnr, seed: see
             :func:`~monai_aegis.engines.adapt_shield_to_site`.
         min_images: fewer local images are refused (below :data:`SITE_MIN_IMAGES` a warning).
+        training: the original training's ``augment``, ``outliers``, ``outlier_fraction``, ``threshold_tnr`` (the
+            bundle passes its own), so the fine-tuning keeps what the Shield learned from them.
 
     Returns:
         the report of :func:`~monai_aegis.engines.adapt_shield_to_site` plus ``saved``.
@@ -380,7 +383,7 @@ def adapt_site(
     _check_site_images(int(x_site.shape[0]), min_images, "site adaptation")
     report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, adversary=adversary, epochs=epochs,
                                   epoch_length=epoch_length, lr=lr, eps=eps, site_fraction=site_fraction, tnr=tnr,
-                                  seed=seed)
+                                  seed=seed, **training)
     Path(save_path).parent.mkdir(parents=True, exist_ok=True)
     wrapper.save(save_path)
     report["saved"] = str(save_path)

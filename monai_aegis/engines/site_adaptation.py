@@ -55,6 +55,10 @@ def adapt_shield_to_site(
     seed: int = 0,
     device: Any = None,
     train_handlers: Sequence[Any] = (),
+    augment: Any = None,
+    outliers: Any = None,
+    outlier_fraction: float = 0.25,
+    threshold_tnr: float | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``wrapper``'s Shield on local clean images mixed with its training images, then recalibrate.
 
@@ -79,6 +83,9 @@ def adapt_shield_to_site(
         seed: seed of the shuffle, the target draw and the attackers' random starts.
         device: where to train (default: the classifier's device).
         train_handlers: extra Ignite handlers of the trainer (e.g. a ``StatsHandler``).
+        augment, outliers, outlier_fraction, threshold_tnr: as in the Shield's original training
+            (:class:`~monai_aegis.engines.ShieldTrainer`); give the same ones, or the fine-tuning forgets, e.g., to
+            reject the out-of-distribution inputs it was trained on.
 
     Returns:
         a report: ``n_site``, ``site_predicted_classes``, ``site_repeats``, ``n_train``, ``epochs``, ``iterations``,
@@ -123,7 +130,8 @@ def adapt_shield_to_site(
     optimizer = torch.optim.Adam(wrapper.shield.parameters(), lr=float(lr))
     trainer = ShieldTrainer(device, int(epochs), loader, wrapper, optimizer, adversary=adversary, eps=float(eps),
                             seed=int(seed), stats_batches=0, epoch_length=length, amp=False,
-                            train_handlers=list(train_handlers))
+                            train_handlers=list(train_handlers), augment=augment, outliers=outliers,
+                            outlier_fraction=outlier_fraction, threshold_tnr=threshold_tnr)
     trainer.run()
     wrapper.eval()
     per_class = bool(wrapper.calibration.get("per_class", before.numel() > 1))
