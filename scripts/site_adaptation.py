@@ -11,8 +11,12 @@ compared on the eval half (and on the hold-out split, prepared like the training
 * ``adapted``: the Shield fine-tuned on the site half mixed with the training images, thresholds recalibrated on the
   original validation split (:func:`monai_aegis.engines.adapt_shield_to_site`, the defaults of ``adapt.json``).
 
-Each gets clean accuracy / acceptance per split and the training summary's reduced worst case
-(:data:`monai_aegis.bundle.SUMMARY_WORST_CASE`) on the same seeded images::
+Each gets clean accuracy / acceptance per split (in-sample where a deployment was fitted on it: ``val`` for all,
+``site`` for recalibrated and adapted) and the training summary's reduced worst case
+(:data:`monai_aegis.bundle.SUMMARY_WORST_CASE`) on the same seeded images, at the deployment's own thresholds and, for
+SR@5 / SR@10, at thresholds that reject 5 / 10 % of the *site* half's clean images (the same clean rejection in the
+site's domain for all three). The run must be a default ``aegis_cxr`` run (64 px, PGD + WB training attackers with
+10 steps, the default outliers), trained with ``--holdout_fraction 0.2``::
 
     python -m monai.bundle run --config_file bundles/aegis_cxr/train.json --bundle_root runs/full_holdout \\
         --dataset_dir ../shared/data/chest_xray --holdout_fraction 0.2
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_evaluation_splits("kermany", args.root, 64, val_fraction=0.1, holdout_fraction=0.2, seed=args.seed,
                                     cache_dir=Path(args.run) / "cache")
     items = dataset_splits("kermany", args.root, val_fraction=0.1, holdout_fraction=0.2, seed=args.seed)["test"]
+    if [int(it["label"]) for it in items] != splits["test"][1].tolist():
+        raise RuntimeError("the test tensors are not in the datalist's order: cannot split them by patient.")
     for i, it in enumerate(items):  # the tensors keep the datalist's order
         it["_index"] = i
     site_items, eval_items = patient_grouped_partition(items, (0.5, 0.5), seed=args.seed)
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     i_eval = torch.tensor([it["_index"] for it in eval_items])
     parts = {"val": splits["val"], "holdout": splits["holdout"], "site": (x_test[i_site], y_test[i_site]),
              "eval": (x_test[i_eval], y_test[i_eval])}
-    x_val = splits["val"][0]
+    x_val = splits["val"][0]  # the thresholds' calibration images of the shipped and adapted deployments
     res: dict[str, Any] = {"run": args.run, "n": {k: int(v[1].numel()) for k, v in parts.items()},
                            "settings": vars(args), "deployments": {}}
 
@@ -119,10 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
         for split in ("eval", "holdout"):
             x, y = parts[split]
             idx = seeded_subset(int(y.numel()), n_max, args.seed)
-            wc = worst_case_evaluation(wrapper, x[idx], y[idx], x_val, cfg)
-            rec[f"worst_case_{split}"] = {"n": int(idx.numel()), "clean": wc["clean"],
-                                          "curve": [{"eps": r["eps"], "robust_accuracy": r["robust_accuracy"]}
-                                                    for r in wc["curve"]], "seconds": wc["seconds"]}
+            wc = worst_case_evaluation(wrapper, x[idx], y[idx], parts["site"][0], cfg)
+            keep = ("eps", "robust_accuracy", "success_rate", "sr")
+            rec[f"worst_case_{split}"] = {"n": int(idx.numel()), "clean": wc["clean"], "seconds": wc["seconds"],
+                                          "curve": [{k: r[k] for k in keep if k in r} for r in wc["curve"]]}
             log(f"{name} {split}: " + ", ".join(f"{r['eps'] * 256:g}/256 {r['robust_accuracy']:.3f}"
                                                  for r in wc["curve"]))
             res["deployments"][name] = rec

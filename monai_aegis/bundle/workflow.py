@@ -324,9 +324,10 @@ def _check_site_images(n: int, min_images: int, what: str) -> None:
     """Refuse fewer than ``min_images`` local images; warn below :data:`SITE_MIN_IMAGES`."""
     if n < int(min_images):
         raise ValueError(f"{what} got {n} clean images; give at least {min_images} "
-                         f"(a few hundred, {SITE_MIN_IMAGES}+, for a stable threshold).")
+                         f"(a few hundred, {SITE_MIN_IMAGES}+, to represent the local pipeline).")
     if n < SITE_MIN_IMAGES:
-        logger.warning("%s on %d images: the threshold is noisy; %d+ are recommended.", what, n, SITE_MIN_IMAGES)
+        logger.warning("%s on %d images: too few to represent the local pipeline reliably; %d+ are recommended.",
+                       what, n, SITE_MIN_IMAGES)
 
 
 def adapt_site(
@@ -342,18 +343,21 @@ def adapt_site(
     lr: float = 5e-4,
     eps: float = 16 / 256,
     site_fraction: float = 0.5,
-    tnr: float = 0.9,
+    tnr: float | None = None,
     seed: int = 0,
     min_images: int = 20,
+    batch_size: int = 32,
     **training: Any,
 ) -> dict[str, Any]:
     """Site adaptation (``adapt.json``): fine-tune the Shield adversarially on a few hundred *clean, unlabelled*
     local images mixed with its training images (:func:`monai_aegis.engines.adapt_shield_to_site`), recalibrate on
     the original validation images, and save the adapted wrapper beside the shipped one.
 
-    Unlike :func:`recalibrate_site`, the thresholds stay those of the original validation images: the Shield learns
-    that the local pipeline's clean images are clean, with its adversarial objective (local images are positives and
-    sources of negatives), instead of the rule being loosened. The images must be clean: whoever controls them
+    Unlike :func:`recalibrate_site`, the thresholds are recomputed on the original validation images at the original
+    target: the Shield learns that the local pipeline's clean images are clean, with its adversarial objective (local
+    images are positives and sources of negatives), instead of the rule being loosened. ``train_loader`` and
+    ``val_loader`` must be the data the Shield was trained and calibrated on (in the bundle: the same
+    ``dataset_dir``, ``holdout_fraction``, ``seed`` and ``max_items`` as the training run). The images must be clean: whoever controls them
     controls what the Shield learns to accept.
 
     Args:
@@ -363,7 +367,7 @@ def adapt_site(
         save_path: where the adapted wrapper is written (atomically); keep the original beside it.
         report_path: JSON report (``None``: not written).
         adversary: the training attacker (the bundle's ``ShieldAdversary`` settings); default PGD + WB, 10 steps.
-        epochs, epoch_length, lr, eps, site_fraction, tnr, seed: see
+        epochs, epoch_length, lr, eps, site_fraction, tnr, seed, batch_size: see
             :func:`~monai_aegis.engines.adapt_shield_to_site`.
         min_images: fewer local images are refused (below :data:`SITE_MIN_IMAGES` a warning).
         training: the original training's ``augment``, ``outliers``, ``outlier_fraction``, ``threshold_tnr`` (the
@@ -383,7 +387,7 @@ def adapt_site(
     _check_site_images(int(x_site.shape[0]), min_images, "site adaptation")
     report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, adversary=adversary, epochs=epochs,
                                   epoch_length=epoch_length, lr=lr, eps=eps, site_fraction=site_fraction, tnr=tnr,
-                                  seed=seed, **training)
+                                  seed=seed, batch_size=batch_size, **training)
     Path(save_path).parent.mkdir(parents=True, exist_ok=True)
     wrapper.save(save_path)
     report["saved"] = str(save_path)

@@ -33,7 +33,7 @@ __all__ = ["adapt_shield_to_site", "pseudo_labels"]
 @torch.no_grad()
 def pseudo_labels(wrapper: AegisWrapper, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """The deployed system's predictions (Cushion, then classifier) on ``images``: the classes the Shield will be
-    asked about for them."""
+    asked about for them. Puts ``wrapper`` in eval mode (as it is deployed)."""
     wrapper.eval()
     dev = next(wrapper.classifier.parameters()).device
     return torch.cat([wrapper(x.to(dev)).argmax(1).cpu() for x in images.split(int(batch_size))])
@@ -51,7 +51,7 @@ def adapt_shield_to_site(
     eps: float = DEFAULT_EPS_LINF,
     site_fraction: float = 0.5,
     batch_size: int = 32,
-    tnr: float = 0.9,
+    tnr: float | None = None,
     seed: int = 0,
     device: Any = None,
     train_handlers: Sequence[Any] = (),
@@ -62,16 +62,18 @@ def adapt_shield_to_site(
 ) -> dict[str, Any]:
     """Fine-tune ``wrapper``'s Shield on local clean images mixed with its training images, then recalibrate.
 
-    The classifier, Cushion and the Shield's input standardisation stay as they are; only the Shield's weights and
-    the thresholds change (in place). Each training batch draws about ``site_fraction`` of its images from the
+    The classifier's weights, the Cushion and the Shield's input standardisation stay as they are (the classifier is
+    frozen, ``requires_grad=False``, as in :class:`~monai_aegis.engines.ShieldTrainer`); the Shield's weights and the
+    thresholds change, in place. Each training batch draws about ``site_fraction`` of its images from the
     local set (repeated as needed) and the rest from ``train_data``; the local images carry the classifier's
     predictions as labels (:func:`pseudo_labels`), so no annotation is needed -- but, as for any calibration set,
     whoever controls these images controls what the Shield learns to accept: they must be clean.
 
     Args:
         wrapper: a trained, calibrated :class:`~monai_aegis.networks.AegisWrapper` (modified in place).
-        site_data: the local clean images: a loader / dataset of ``{"image"}`` batches, or a tensor; labels unused.
-        train_data: the Shield's original training images with labels (loader, dataset or ``(x, y)`` tensors).
+        site_data: the local clean images, preprocessed like the training images: a loader of ``{"image"}``
+            batches or a tensor ``(N, C, H, W)``; labels unused.
+        train_data: the Shield's original training images with labels (a loader of batches or ``(x, y)`` tensors).
         val_data: the original clean validation images the thresholds are recalibrated on (labels unused).
         adversary: the training attacker (e.g. the bundle's ``ShieldAdversary``); default: PGD + WB, 10 steps.
         epochs, epoch_length: fine-tuning length (``epoch_length`` batches per epoch; ``None``: one pass).
@@ -79,7 +81,8 @@ def adapt_shield_to_site(
         eps: the attack budget, held throughout (the final budget of the original training).
         site_fraction: target share of local images in the training mix, in (0, 1).
         batch_size: batch size of the training mix.
-        tnr: calibration target on ``val_data``.
+        tnr: calibration target on ``val_data`` (default: the wrapper's own calibration target, so the deployed rule
+            stays the same).
         seed: seed of the shuffle, the target draw and the attackers' random starts.
         device: where to train (default: the classifier's device).
         train_handlers: extra Ignite handlers of the trainer (e.g. a ``StatsHandler``).
@@ -89,7 +92,7 @@ def adapt_shield_to_site(
 
     Returns:
         a report: ``n_site``, ``site_predicted_classes``, ``site_repeats``, ``n_train``, ``epochs``, ``iterations``,
-        ``seconds``, ``threshold_before`` / ``threshold_after``, ``site_accepted_before`` / ``site_accepted_after``
+        ``eps``, ``tnr``, ``seconds``, ``threshold_before`` / ``threshold_after``, ``site_accepted_before`` / ``site_accepted_after``
         (on the adaptation images themselves: in-sample), ``val_accepted``.
 
     Raises:
@@ -104,7 +107,7 @@ def adapt_shield_to_site(
         raise ValueError(f"site_fraction must lie in (0, 1), got {site_fraction}.")
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else next(wrapper.classifier.parameters()).device
-    x_site = stack_images(site_data, batch_size, name="site_data")
+    x_site = stack_images(site_data, name="site_data")
     x_train, y_train = stack_batches(train_data, name="train_data")
     if x_site.shape[1:] != x_train.shape[1:]:
         raise ValueError(f"local images are {tuple(x_site.shape[1:])}, the training images "
@@ -135,7 +138,8 @@ def adapt_shield_to_site(
     trainer.run()
     wrapper.eval()
     per_class = bool(wrapper.calibration.get("per_class", before.numel() > 1))
-    wrapper.calibrate(val_data, tnr=float(tnr), per_class=per_class)
+    tnr = float(wrapper.calibration.get("tnr", 0.9) if tnr is None else tnr)
+    wrapper.calibrate(val_data, tnr=tnr, per_class=per_class)
     wrapper.calibration = {**wrapper.calibration, "site_adapted": True}
     after = wrapper.threshold.detach().cpu().clone()
     return {
@@ -146,6 +150,7 @@ def adapt_shield_to_site(
         "epochs": int(epochs),
         "iterations": int(trainer.state.iteration),
         "eps": float(eps),
+        "tnr": tnr,
         "seconds": time.perf_counter() - t0,
         "threshold_before": before.tolist(),
         "threshold_after": after.tolist(),

@@ -82,6 +82,30 @@ def iter_batches(
             yield x
 
 
+def _stack(data: Any, max_items: int | None, image_key: str, label_key: str, name: str,
+           labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one stacking loop of :func:`stack_batches` and :func:`stack_images`."""
+    xs, ys, n = [], [], 0
+    for batch in iter_batches(data, None, image_key, label_key, labels=labels):
+        x, y = batch if labels else (batch, None)
+        x = torch.as_tensor(x).as_subclass(torch.Tensor).detach().float().cpu()
+        xs.append(x)
+        if labels:
+            ys.append(torch.as_tensor(y).as_subclass(torch.Tensor).detach().reshape(x.shape[0], -1)[:, 0].long().cpu())
+        n += x.shape[0]
+        if max_items is not None and n >= max_items:
+            break
+    if not xs or n == 0:
+        raise ValueError(f"{name} is empty (no images).")
+    x = xs[0] if len(xs) == 1 else torch.cat(xs)
+    if x.ndim < 4:
+        raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
+    y = (ys[0] if len(ys) == 1 else torch.cat(ys)) if labels else None
+    if max_items is not None:
+        x, y = x[:max_items], (None if y is None else y[:max_items])
+    return x, y
+
+
 def stack_batches(
     data: Any,
     max_items: int | None = None,
@@ -95,37 +119,19 @@ def stack_batches(
     Raises:
         ValueError: no images, or images that are not ``(N, C, *spatial)``.
     """
-    xs, ys, n = [], [], 0
-    for x, y in iter_batches(data, None, image_key, label_key, labels=True):
-        x = torch.as_tensor(x).as_subclass(torch.Tensor).detach().float().cpu()
-        y = torch.as_tensor(y).as_subclass(torch.Tensor).detach().reshape(x.shape[0], -1)[:, 0].long().cpu()
-        xs.append(x)
-        ys.append(y)
-        n += x.shape[0]
-        if max_items is not None and n >= max_items:
-            break
-    if not xs or n == 0:
-        raise ValueError(f"{name} is empty (no images).")
-    x, y = torch.cat(xs), torch.cat(ys)
-    if x.ndim < 4:
-        raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
-    return (x, y) if max_items is None else (x[:max_items], y[:max_items])
+    x, y = _stack(data, max_items, image_key, label_key, name, labels=True)
+    assert y is not None
+    return x, y
 
 
-def stack_images(data: Any, batch_size: int = 64, image_key: str = "image", name: str = "data") -> torch.Tensor:
-    """All images of ``data`` (labelled or not) as one plain float32 CPU tensor ``(N, C, *spatial)``.
+def stack_images(data: Any, image_key: str = "image", name: str = "data") -> torch.Tensor:
+    """All images of ``data`` (labelled or not: tensors, pairs, loaders, dict batches) as one plain float32 CPU tensor
+    ``(N, C, *spatial)``; a float32 CPU tensor comes back sharing its memory (no copy).
 
     Raises:
         ValueError: no images, or images that are not ``(N, C, *spatial)``.
     """
-    xs = [torch.as_tensor(x).as_subclass(torch.Tensor).detach().float().cpu()
-          for x in iter_batches(data, batch_size, image_key)]
-    if not xs or sum(x.shape[0] for x in xs) == 0:
-        raise ValueError(f"{name} is empty (no images).")
-    x = torch.cat(xs)
-    if x.ndim < 4:
-        raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
-    return x
+    return _stack(data, None, image_key, "label", name, labels=False)[0]
 
 
 def tensor_loader(

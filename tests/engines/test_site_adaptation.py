@@ -46,19 +46,42 @@ def test_adaptation_lets_another_pipelines_clean_images_pass(trained_aegis, samp
     assert after >= before + 0.1, (before, after)
     assert report["site_accepted_after"] > report["site_accepted_before"]
     assert report["n_site"] == 32 and report["iterations"] == 24 and report["eps"] == pytest.approx(16 / 256)
-    assert sum(report["site_predicted_classes"]) == 32
+    assert report["site_predicted_classes"] == torch.bincount(pseudo_labels(trained_aegis, site_adapt), minlength=2).tolist()
     assert report["site_repeats"] == round(192 / 32)  # about half of the training mix is local
+    assert report["tnr"] == 0.9  # the wrapper's own calibration target
     assert 0.85 <= report["val_accepted"] <= 1.0 and wrapper.calibration["site_adapted"]
-    assert report["threshold_after"] == wrapper.threshold.tolist()
+    assert report["threshold_after"] != report["threshold_before"]
     # the classifier and the Shield's input standardisation are untouched; the Shield's weights moved
     for k, v in wrapper.classifier.state_dict().items():
         assert torch.equal(v, clf_state[k]), k
-    for k, v in wrapper.shield.named_buffers():
-        if k in stats and "running" not in k and "num_batches" not in k:
-            assert torch.equal(v, stats[k]), k
+    assert stats and all(torch.equal(v, stats[k]) for k, v in wrapper.shield.named_buffers())
     moved = any(not torch.equal(a, b) for a, b in zip(wrapper.shield.parameters(),
                                                        trained_aegis.shield.parameters()))
     assert moved
+
+
+def test_the_original_training_settings_reach_the_trainer(trained_aegis, sample_arrays, monkeypatch):
+    """Outliers, augmentation, training threshold and batch size are passed on, so fine-tuning keeps what the
+    Shield learned from them."""
+    import monai_aegis.engines.shield_training as st
+
+    seen = {}
+
+    class Recorder(st.ShieldTrainer):
+        def __init__(self, *args, **kwargs):
+            seen.update(kwargs, batch_size=args[2].batch_size)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(st, "ShieldTrainer", Recorder)
+    outliers, augment = object(), object()
+    x = sample_arrays["test"][0][:16]
+    with pytest.raises(Exception):  # the placeholders are not callable: the first iteration fails, after the init
+        adapt_shield_to_site(copy.deepcopy(trained_aegis), x, sample_arrays["train"], sample_arrays["val"][0],
+                             epochs=1, epoch_length=1, batch_size=8, augment=augment, outliers=outliers,
+                             outlier_fraction=0.5, threshold_tnr=0.8, tnr=0.95)
+    assert seen["outliers"] is outliers and seen["augment"] is augment
+    assert seen["outlier_fraction"] == 0.5 and seen["threshold_tnr"] == 0.8 and seen["batch_size"] == 8
+    assert seen["stats_batches"] == 0 and seen["epoch_length"] == 1
 
 
 def test_pseudo_labels_are_the_deployed_prediction(trained_aegis, sample_arrays):

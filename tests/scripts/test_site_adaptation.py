@@ -46,3 +46,5 @@ def test_three_deployments_on_the_same_images(tmp_path):
     # the recalibrated thresholds accept ~90 % of the site half they were set on
     assert res["deployments"]["recalibrated"]["clean"]["site"]["accepted"] == pytest.approx(0.9, abs=0.1)
     assert (run / "models" / "aegis_site_adapted_half.pt").is_file()
+    for rec in res["deployments"].values():  # SR@q at thresholds set on the site half, for all three alike
+        assert set(rec["worst_case_eval"]["curve"][0]["sr"]) == {"5", "10"}
