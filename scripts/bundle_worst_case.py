@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs", nargs="+", required=True, help="bundle_root folders of finished training runs")
     ap.add_argument("--config", default=str(ROOT / "bundles" / "aegis_cxr" / "train.json"))
     ap.add_argument("--dataset_dir", default="", help="the bundle's dataset_dir ('' for the embedded sample)")
-    ap.add_argument("--split", default="val", help="datalist split to evaluate on (train, val, test)")
+    ap.add_argument("--holdout_fraction", type=float, default=0.0,
+                    help="the runs' holdout_fraction (the same for all of them), for --split holdout")
+    ap.add_argument("--split", default="val", help="datalist split to evaluate on (train, val, test, holdout)")
     ap.add_argument("--max-images", type=int, default=64)
     ap.add_argument("--set", default="{}", help="JSON overrides of the worst-case settings")
     ap.add_argument("--out", required=True, help="JSON file of the results")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = ConfigParser()
     parser.read_config(args.config)
-    parser.update({"dataset_dir": args.dataset_dir})
+    parser.update({"dataset_dir": args.dataset_dir, "holdout_fraction": args.holdout_fraction})
     x, y = split_tensors(parser, args.split)
     xv = x if args.split == "val" else split_tensors(parser, "val")[0]
     settings = {**SUMMARY_WORST_CASE, **json.loads(args.set)}
