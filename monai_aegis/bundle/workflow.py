@@ -294,7 +294,7 @@ def recalibrate_site(
     wrapper.eval()
     scores, pred = wrapper.shield_scores(clean_loader)
     n = int(scores.numel())
-    _check_site_images(n, min_images, "site recalibration")
+    _check_site_images(n, min_images, "site recalibration", "a stable threshold")
 
     from ..networks import calibrated_thresholds, per_sample_threshold
 
@@ -320,14 +320,14 @@ def recalibrate_site(
     return report
 
 
-def _check_site_images(n: int, min_images: int, what: str) -> None:
-    """Refuse fewer than ``min_images`` local images; warn below :data:`SITE_MIN_IMAGES`."""
+def _check_site_images(n: int, min_images: int, what: str, why: str) -> None:
+    """Refuse fewer than ``min_images`` local images; warn below :data:`SITE_MIN_IMAGES` (``why``: what too few
+    images make unreliable)."""
     if n < int(min_images):
         raise ValueError(f"{what} got {n} clean images; give at least {min_images} "
-                         f"(a few hundred, {SITE_MIN_IMAGES}+, to represent the local pipeline).")
+                         f"(a few hundred, {SITE_MIN_IMAGES}+, for {why}).")
     if n < SITE_MIN_IMAGES:
-        logger.warning("%s on %d images: too few to represent the local pipeline reliably; %d+ are recommended.",
-                       what, n, SITE_MIN_IMAGES)
+        logger.warning("%s on %d images: too few for %s; %d+ are recommended.", what, n, why, SITE_MIN_IMAGES)
 
 
 def adapt_site(
@@ -357,8 +357,8 @@ def adapt_site(
     target: the Shield learns that the local pipeline's clean images are clean, with its adversarial objective (local
     images are positives and sources of negatives), instead of the rule being loosened. ``train_loader`` and
     ``val_loader`` must be the data the Shield was trained and calibrated on (in the bundle: the same
-    ``dataset_dir``, ``holdout_fraction``, ``seed`` and ``max_items`` as the training run). The images must be clean: whoever controls them
-    controls what the Shield learns to accept.
+    ``dataset_dir``, ``holdout_fraction``, ``seed`` and ``max_items`` as the training run). The images must be
+    clean: whoever controls them controls what the Shield learns to accept.
 
     Args:
         wrapper: the trained :class:`~monai_aegis.networks.AegisWrapper` (modified in place).
@@ -377,14 +377,12 @@ def adapt_site(
         the report of :func:`~monai_aegis.engines.adapt_shield_to_site` plus ``saved``.
     """
     from ..engines import adapt_shield_to_site
-    from ..utils import atomic_write_json
+    from ..utils import atomic_write_json, stack_images
 
     if getattr(wrapper, "shield", None) is None or wrapper.threshold.numel() == 0:
         raise ValueError("site adaptation needs a trained, calibrated Aegis checkpoint (run train.json first).")
-    from ..utils import stack_images
-
     x_site = stack_images(site_loader, name="the local images")
-    _check_site_images(int(x_site.shape[0]), min_images, "site adaptation")
+    _check_site_images(int(x_site.shape[0]), min_images, "site adaptation", "a reliable picture of the local pipeline")
     report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, adversary=adversary, epochs=epochs,
                                   epoch_length=epoch_length, lr=lr, eps=eps, site_fraction=site_fraction, tnr=tnr,
                                   seed=seed, batch_size=batch_size, **training)

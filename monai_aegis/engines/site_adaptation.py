@@ -92,8 +92,8 @@ def adapt_shield_to_site(
 
     Returns:
         a report: ``n_site``, ``site_predicted_classes``, ``site_repeats``, ``n_train``, ``epochs``, ``iterations``,
-        ``eps``, ``tnr``, ``seconds``, ``threshold_before`` / ``threshold_after``, ``site_accepted_before`` / ``site_accepted_after``
-        (on the adaptation images themselves: in-sample), ``val_accepted``.
+        ``eps``, ``tnr``, ``seconds``, ``threshold_before`` / ``threshold_after``, ``site_accepted_before`` /
+        ``site_accepted_after`` (on the adaptation images themselves: in-sample), ``val_accepted``.
 
     Raises:
         ValueError: a wrapper without Shield or thresholds, an empty image set, or a ``site_fraction`` outside (0, 1).

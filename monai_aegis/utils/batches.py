@@ -97,10 +97,10 @@ def _stack(data: Any, max_items: int | None, image_key: str, label_key: str, nam
             break
     if not xs or n == 0:
         raise ValueError(f"{name} is empty (no images).")
-    x = xs[0] if len(xs) == 1 else torch.cat(xs)
+    x = torch.cat(xs)  # always a new tensor: callers may write into it
     if x.ndim < 4:
         raise ValueError(f"{name} images must be a non-empty (N, C, *spatial) batch, got shape {tuple(x.shape)}.")
-    y = (ys[0] if len(ys) == 1 else torch.cat(ys)) if labels else None
+    y = torch.cat(ys) if labels else None
     if max_items is not None:
         x, y = x[:max_items], (None if y is None else y[:max_items])
     return x, y
@@ -126,7 +126,7 @@ def stack_batches(
 
 def stack_images(data: Any, image_key: str = "image", name: str = "data") -> torch.Tensor:
     """All images of ``data`` (labelled or not: tensors, pairs, loaders, dict batches) as one plain float32 CPU tensor
-    ``(N, C, *spatial)``; a float32 CPU tensor comes back sharing its memory (no copy).
+    ``(N, C, *spatial)``, a new tensor (as :func:`stack_batches`).
 
     Raises:
         ValueError: no images, or images that are not ``(N, C, *spatial)``.

@@ -200,6 +200,12 @@ def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tm
         assert torch.equal(v, shipped.classifier.state_dict()[k]), k
     with pytest.raises(Exception, match="calibration_dir"):
         run_workflow(files, None, bundle_root=str(tiny_cxr_bundle), **TINY)
+    from monai_aegis.bundle import adapt_site
+
+    x = torch.rand(5, 1, 64, 64)
+    with pytest.raises(ValueError, match="site adaptation got 5 clean images; give at least 20"):
+        adapt_site(shipped, x, (x, torch.zeros(5, dtype=torch.long)), x, tmp_path / "never.pt")
+    assert not (tmp_path / "never.pt").exists()
 
 
 @pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
