@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epoch-length", type=int, default=12)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--site-fraction", type=float, default=0.5)
-    ap.add_argument("--max-images", type=int, default=64, help="images per split of the reduced worst case")
+    ap.add_argument("--max-images", type=int, default=64,
+                    help="images per split of the reduced worst case (0: clean accuracy and acceptance only)")
     ap.add_argument("--set", default="{}", help="JSON overrides of the worst-case settings")
     ap.add_argument("--network", default='{"width": 32, "convs_per_block": 2}',
                     help="JSON keyword arguments of the bundle's small_vgg (its network_def)")
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
         rec: dict[str, Any] = {"thresholds": wrapper.threshold.tolist(),
                                "clean": {k: clean_stats(wrapper, *v) for k, v in parts.items()}}
         log(f"{name}: {rec['clean']}")
-        for split in ("eval", "holdout"):
+        res["deployments"][name] = rec
+        atomic_write_json(args.out, json_safe(res))
+        for split in ("eval", "holdout") if n_max > 0 else ():
             x, y = parts[split]
             idx = seeded_subset(int(y.numel()), n_max, args.seed)
             wc = worst_case_evaluation(wrapper, x[idx], y[idx], parts["site"][0], cfg)
@@ -131,7 +134,6 @@ def main(argv: list[str] | None = None) -> dict:
                                           "curve": [{k: r[k] for k in keep if k in r} for r in wc["curve"]]}
             log(f"{name} {split}: " + ", ".join(f"{r['eps'] * 256:g}/256 {r['robust_accuracy']:.3f}"
                                                  for r in wc["curve"]))
-            res["deployments"][name] = rec
             atomic_write_json(args.out, json_safe(res))
     return res
 

@@ -44,6 +44,10 @@ _RATES_BY_NAME = {"type": "object", "additionalProperties": _RATE}
 _BOOL = {"type": "boolean"}
 _CHECKS = _records({"name": _STR, "passed": {"type": ["boolean", "null"]}, "detail": _STR})
 
+#: one record per attack run of the worst-case ensemble (``n_new``: images it broke that no earlier run had)
+_MEMBERS = _records({"eps": _NUM, "proxy": _STR, "attack": _STR, "n_run": _INT, "n_broken": _INT, "n_new": _INT,
+                     "seconds": _NUM})
+
 #: one split's record of the worst-case evaluation (:func:`~monai_aegis.evaluation.worst_case_evaluation`)
 WORST_CASE_SPLIT_SCHEMA: dict[str, Any] = _obj({
     "n": _INT,
@@ -59,12 +63,12 @@ WORST_CASE_SPLIT_SCHEMA: dict[str, Any] = _obj({
         "broken_by_blackbox_only": {"type": ["integer", "null"], "minimum": 0}, "clean_accuracy": _RATE,
         "clean_accepted": _RATE,
     }, {"undefended_robust_accuracy": _RATE}),
-    "members": _records({"eps": _NUM, "proxy": _STR, "attack": _STR, "n_run": _INT, "n_broken": _INT, "n_new": _INT,
-                         "seconds": _NUM}),
+    "members": _MEMBERS,
     "blackbox": _records({"eps": _NUM, "queries": _INT, "n_run": _INT, "n_broken": _INT, "n_beats_whitebox": _INT,
                           "seconds": _NUM}),
     "convergence": _records({"eps": _NUM, "n": _INT, "steps": _INT, "pgd_steps": _INT, "restarts": _INT, "base_robust_accuracy": _RATE,
-                             "strong_robust_accuracy": _RATE, "change": _NUM, "passed": _BOOL, "seconds": _NUM}),
+                             "strong_robust_accuracy": _RATE, "change": _NUM, "passed": _BOOL, "seconds": _NUM},
+                            {"members": _MEMBERS}),
     "undefended": _records({"eps": _NUM, "robust_accuracy": _RATE, "accuracy": _RATE}),
     "checks": _CHECKS,
     "notes": _STRS,

@@ -490,10 +490,15 @@ def worst_case_evaluation(
         strong = base_worst.copy()
         restarts2 = cfg.restarts + 1
         t0 = time.perf_counter()
+        strong_records: list[dict[str, Any]] = []
         for pi, (proxy, cushion) in enumerate(cushions.items()):
             for mi, (label, name, kw) in enumerate(members):
+                rec = {"eps": float(eps_c), "proxy": proxy, "attack": label, "n_run": 0, "n_broken": 0, "n_new": 0}
+                t1 = time.perf_counter()
                 run_member(name, kw, cushion, float(eps_c), strong, cfg.seed + 999 + 1000 * pi + mi, 2, restarts2,
-                           subset=subset)
+                           subset=subset, record=rec)
+                rec["seconds"] = time.perf_counter() - t1
+                strong_records.append(rec)
         base_ra = 1.0 - float(base_worst.flags["deployed"][subset].float().mean())
         strong_ra = 1.0 - float(strong.flags["deployed"][subset].float().mean())
         change = base_ra - strong_ra
@@ -502,6 +507,7 @@ def worst_case_evaluation(
             "restarts": restarts2,
             "base_robust_accuracy": base_ra, "strong_robust_accuracy": strong_ra, "change": change,
             "passed": bool(change <= cfg.convergence_tolerance + 1e-9), "seconds": time.perf_counter() - t0,
+            "members": strong_records,
         })
 
     # ------------------------------------------------------------------ checks
@@ -521,6 +527,8 @@ def worst_case_evaluation(
             "passed": c["passed"],
             "detail": f"{c['base_robust_accuracy']:.3f} -> {c['strong_robust_accuracy']:.3f} on {c['n']} images "
                       f"({c['steps']} / {c['pgd_steps']} steps, {c['restarts']} restarts)"
+                      + "".join(f"; {m['attack']} ({m['proxy']}) broke {m['n_new']} more"
+                                for m in c["members"] if m["n_new"])
                       + ("" if c["passed"] else " -- raise `steps` until the change is within tolerance"),
         })
     if len(cushions) > 1:

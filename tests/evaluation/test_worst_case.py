@@ -181,6 +181,10 @@ def test_convergence_check_reports_the_change(tiny_wrapper, images):
     assert c["eps"] in (4 / 256, 8 / 256) and c["n"] == 8 and c["steps"] == 6 and c["restarts"] == 2
     assert c["strong_robust_accuracy"] <= c["base_robust_accuracy"]
     assert c["change"] == pytest.approx(c["base_robust_accuracy"] - c["strong_robust_accuracy"])
+    # the rerun's own member records say which attack found the images the base run missed
+    assert {m["attack"] for m in c["members"]} == set(rec["attacks"])
+    assert sum(m["n_new"] for m in c["members"]) == round(c["n"] * c["change"])
+    assert all(m["eps"] == c["eps"] and m["n_run"] <= 8 * 2 for m in c["members"])
     assert any(ch["name"].startswith("converged") and ch["passed"] == c["passed"] for ch in rec["checks"])
 
 

@@ -48,3 +48,12 @@ def test_three_deployments_on_the_same_images(tmp_path):
     assert (run / "models" / "aegis_site_adapted_half.pt").is_file()
     for rec in res["deployments"].values():  # SR@q at thresholds set on the site half, for all three alike
         assert set(rec["worst_case_eval"]["curve"][0]["sr"]) == {"5", "10"}
+    # --max-images 0: the clean figures alone, for a quick sweep of the adaptation settings
+    quick = load_script("site_adaptation").main([
+        "--run", str(run), "--root", str(data), "--out", str(tmp_path / "quick.json"), "--epochs", "1",
+        "--epoch-length", "1", "--site-fraction", "0.8", "--max-images", "0",
+        "--network", '{"width": 8, "convs_per_block": 1}'])
+    assert quick["adaptation"]["iterations"] == 1 and quick["settings"]["site_fraction"] == 0.8
+    for name, rec in quick["deployments"].items():
+        assert set(rec) == {"thresholds", "clean"}
+        assert rec["clean"]["eval"] == res["deployments"][name]["clean"]["eval"] or name == "adapted"
