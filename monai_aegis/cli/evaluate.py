@@ -57,7 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detectors", default="", help="comma-separated detectors among shield,kd,lid,maha,dnn")
     p.add_argument("--config", help="JSON file with EvaluationConfig settings (a plain dict)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (JSON value), repeatable")
-    p.add_argument("--max-eval", type=int, help="images per evaluation split")
+    p.add_argument("--max-eval", type=int,
+                   help="images per evaluation split: a seeded subset, seed + i for the i-th split of --splits "
+                        "(evaluate a split alone with --set seed=<seed + i> to get the same images)")
     p.add_argument("--n-fit", type=int, help="training images for the baselines")
     p.add_argument("--device", default=None, help="device (default: cuda when available, else cpu)")
     p.add_argument("--worst-case", action="store_true",

@@ -136,11 +136,14 @@ def run_evaluation(
 
     # -------------------------------------------------------------------- data
     x_tr, y_tr = subsample(*stack_batches(train_data, name="train_data"), cfg.n_fit, cfg.seed)
+    # the i-th split draws its subset with seed + i (recorded as data.splits.<split>.subset_seed)
     if isinstance(eval_data, Mapping):
-        splits = {str(k): subsample(*stack_batches(v, name=f"eval_data[{k!r}]"), cfg.max_eval, cfg.seed + i)
-                  for i, (k, v) in enumerate(eval_data.items())}
+        named = {str(k): (v, f"eval_data[{k!r}]") for k, v in eval_data.items()}
     else:
-        splits = {"eval": subsample(*stack_batches(eval_data, name="eval_data"), cfg.max_eval, cfg.seed)}
+        named = {"eval": (eval_data, "eval_data")}
+    subset_seeds = {k: cfg.seed + i for i, k in enumerate(named)}
+    splits = {k: subsample(*stack_batches(v, name=label), cfg.max_eval, subset_seeds[k])
+              for k, (v, label) in named.items()}
     if not splits:
         raise ValueError("eval_data holds no split.")
     if val_data is None:
@@ -347,7 +350,8 @@ def run_evaluation(
         "data": {
             "fit": fit_info_out,
             "calibration": {"n": int(x_val.shape[0]), "source": val_source},
-            "splits": {k: {"n": int(v[1].numel()), "class_counts": torch.bincount(v[1], minlength=num_classes).tolist()}
+            "splits": {k: {"n": int(v[1].numel()), "class_counts": torch.bincount(v[1], minlength=num_classes).tolist(),
+                           "subset_seed": None if cfg.max_eval is None else subset_seeds[k]}
                        for k, v in splits.items()},
         },
         "clean": clean_records,

@@ -95,7 +95,8 @@ RESULTS_SCHEMA: dict[str, Any] = _obj(
             "fit": _obj({"n": _INT, "n_adversarial": _INT, "fit_attack": _STR}),
             "calibration": _obj({"n": _INT, "source": _STR}),
             "splits": {"type": "object", "additionalProperties": _obj({
-                "n": _INT, "class_counts": {"type": "array", "items": _INT}})},
+                "n": _INT, "class_counts": {"type": "array", "items": _INT}},
+                {"subset_seed": {"type": ["integer", "null"]}})},
         }),
         "clean": _records({
             "split": _STR, "cushion": _STR, "accuracy": _RATE, "accepted": _RATES_BY_NAME,

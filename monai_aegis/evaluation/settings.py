@@ -88,7 +88,9 @@ class EvaluationConfig(SettingsMixin):
         attack_kwargs: per attack label, extra keyword arguments (win over everything else).
         tnr: the true-negative rate of TPR and of the acceptance thresholds.
         batch_size: images per batch in every loop.
-        max_eval: images per evaluation split (a seeded random subset; ``None``: all).
+        max_eval: images per evaluation split (a seeded random subset; ``None``: all). The i-th split of
+            ``eval_data`` draws with ``seed + i``, so a split evaluated alone gets the images it got as the i-th
+            split with ``seed`` set to ``seed + i`` (``results.json`` records each split's ``subset_seed``).
         n_fit: training images used to fit the baselines (seeded random subset).
         fit_attack, fit_attack_kwargs: the attack crafting the adversarial training features of LID and DNN.
         detector_kwargs: per baseline, constructor arguments (override :data:`BASELINE_DETECTORS` defaults).

@@ -220,3 +220,20 @@ def test_paper_protocol_attacks_build_what_table_2_names(tiny_wrapper, sample32)
     assert "CWMargin" in repr(built["HFC-CW-Linf"].objective) and built["HFC-CW-Linf"].random_start
     res = built["HFC-MIM"](sample32["test"][0][:4], sample32["test"][1][:4], target=1 - sample32["test"][1][:4])
     assert float((res.x_adv - sample32["test"][0][:4]).abs().max()) <= 16 / 256 + 1e-6
+
+
+def test_a_split_alone_gets_its_subset_back_with_the_recorded_seed(tiny_wrapper, sample32):
+    """The i-th split draws its ``max_eval`` subset with seed + i: evaluated alone with that seed it gets the same
+    images (the docs' single-split reruns depend on this)."""
+    splits = _splits(sample32)
+    quick = {**TINY, "attacks": ["FGSM"], "detectors": ["shield"], "sanity_eps": [], "stress_samples": 0,
+             "cushion_ablation": [], "figures": False, "max_eval": 5}
+    both = run_evaluation(tiny_wrapper, sample32["train"], splits, sample32["val"], **quick)
+    seeds = {k: v["subset_seed"] for k, v in both["data"]["splits"].items()}
+    assert seeds == {"holdout": 0, "test": 1}
+    alone = run_evaluation(tiny_wrapper, sample32["train"], {"test": splits["test"]}, sample32["val"],
+                           **{**quick, "seed": seeds["test"]})
+    assert alone["data"]["splits"]["test"] == both["data"]["splits"]["test"]
+    assert [r for r in alone["clean"] if r["split"] == "test"] == [r for r in both["clean"] if r["split"] == "test"]
+    full = run_evaluation(tiny_wrapper, sample32["train"], splits, sample32["val"], **{**quick, "max_eval": None})
+    assert all(v["subset_seed"] is None for v in full["data"]["splits"].values())
