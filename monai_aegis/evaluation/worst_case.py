@@ -92,7 +92,8 @@ class WorstCaseConfig(SettingsMixin):
         undefended_attacks: the ensemble against classifiers without Shield.
         lams: detector-margin weights of APGD-Joint.
         steps: gradient steps of the APGD attacks (APGD-Joint, APGD-CE, APGD-CW), whose step-size control keeps
-            using more steps productively.
+            using more steps productively. 400: with 200 the convergence check failed on the real chest X-rays
+            (docs/evaluation.md).
         pgd_steps: gradient steps of the fixed-step attacks (WB, WB_d -- decaying at half --, SPGD, OPGD and any
             other); a spec's own ``"steps"`` wins over both.
         restarts: runs per attack (later runs attack only the images still unbroken).
@@ -106,7 +107,8 @@ class WorstCaseConfig(SettingsMixin):
         blackbox_queries: Square's query budget per image; blackbox_p_init: its initial window fraction.
         convergence_eps: budget of the convergence check (``None``: the curve's eps whose robust accuracy is
             closest to 0.5, the larger on ties; it is always one of ``eps``).
-        convergence_samples: images of the convergence subset (0: skip the check).
+        convergence_samples: images of the convergence subset (0: skip the check). 64: below 50 images one image
+            is more than the default tolerance, and the check could only pass with no image changed.
         convergence_tolerance: largest accepted drop of robust accuracy (a fraction) under the stronger rerun.
         rejection_rates: clean rejection rates of the SR@q columns (thresholds calibrated on validation images).
         undefended: also compute the undefended classifier's curve.
@@ -119,7 +121,7 @@ class WorstCaseConfig(SettingsMixin):
     attacks: list[Any] = field(default_factory=lambda: list(DETECTOR_ENSEMBLE))
     undefended_attacks: list[Any] = field(default_factory=lambda: list(UNDEFENDED_ENSEMBLE))
     lams: list[float] = field(default_factory=lambda: [0.3, 1.0])
-    steps: int = 200
+    steps: int = 400
     pgd_steps: int = 50
     restarts: int = 1
     proxies: list[str] = field(default_factory=lambda: list(_PROXIES))
@@ -131,7 +133,7 @@ class WorstCaseConfig(SettingsMixin):
     blackbox_queries: int = 1000
     blackbox_p_init: float = 0.8
     convergence_eps: float | None = None
-    convergence_samples: int = 32
+    convergence_samples: int = 64
     convergence_tolerance: float = 0.02
     rejection_rates: list[float] = field(default_factory=lambda: [0.05, 0.10])
     undefended: bool = True
