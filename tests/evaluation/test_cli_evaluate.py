@@ -31,7 +31,8 @@ def test_evaluate_command_end_to_end(tiny_wrapper, tmp_path, capsys):
     validate_results(res)
     assert {r["attack"] for r in res["attacks"]} == {"PGD", "WB"}
     assert {r["detector"] for r in res["detection"]} == {"shield", "kd"}
-    assert res["data"]["splits"] == {"test": {"n": 8, "class_counts": res["data"]["splits"]["test"]["class_counts"]}}
+    assert res["data"]["splits"] == {"test": {"n": 8, "class_counts": res["data"]["splits"]["test"]["class_counts"],
+                                              "subset_seed": 0}}
     assert res["config"]["conventional_steps"] == 2 and res["system"]["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert (out / "report.md").is_file()
     assert "wrote" in capsys.readouterr().out
