@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--run", required=True, help="bundle_root of an aegis_cxr run trained with --holdout_fraction 0.2")
     ap.add_argument("--root", required=True, help="the Kermany folder the run was trained on")
     ap.add_argument("--out", required=True, help="JSON file of the results (rewritten after every stage)")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--epoch-length", type=int, default=12)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--site-fraction", type=float, default=0.5)
+    ap.add_argument("--site-fraction", type=float, default=0.9)
     ap.add_argument("--max-images", type=int, default=64,
                     help="images per split of the reduced worst case (0: clean accuracy and acceptance only)")
     ap.add_argument("--set", default="{}", help="JSON overrides of the worst-case settings")
