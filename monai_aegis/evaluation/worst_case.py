@@ -396,16 +396,19 @@ def worst_case_evaluation(
     total = n * len(cfg.eps) * len(cushions) * len(members) * len(target_sets)
     bar = Progress(cfg.progress, total, "worst case")
 
-    def run_member(name: str, kw: Mapping[str, Any], cushion: nn.Module | None, eps: float,
-                   worst: _Worst, seed: int, step_factor: int, restarts: int, subset: torch.Tensor | None = None,
-                   record: dict[str, Any] | None = None) -> None:
+    def run_member(name: str, kw: Mapping[str, Any], cushion: nn.Module | None, eps: float, worst: _Worst,
+                   seed: int, step_factor: int, restarts: int, subset: torch.Tensor | None = None,
+                   proxy: str = "", label: str = "") -> dict[str, Any]:
+        """Run one ensemble member on the images ``worst`` leaves unbroken; returns its record (``members[]``)."""
+        record: dict[str, Any] = {"eps": float(eps), "proxy": proxy, "attack": label, "n_run": 0, "n_broken": 0,
+                                  "n_new": 0}
+        t0 = time.perf_counter()
         for t in target_sets:
             active = ~worst.all_broken() & (t != y)
             if subset is not None:
                 active &= subset
             idx = active.nonzero()[:, 0]
-            if record is not None:
-                record["n_run"] += int(idx.numel())
+            record["n_run"] += int(idx.numel())
             if idx.numel() == 0:
                 continue
             torch.manual_seed(seed)
@@ -420,10 +423,11 @@ def worst_case_evaluation(
                     alt = judge.broken(fooled_x.detach().cpu(), y[chunk])
                     found = {q: found[q] | alt[q] for q in found}
                 new = worst.update(chunk, found)
-                if record is not None:
-                    record["n_broken"] += int(found["deployed"].sum())
-                    record["n_new"] += new
+                record["n_broken"] += int(found["deployed"].sum())
+                record["n_new"] += new
                 bar(int(chunk.numel()) if subset is None else 0)
+        record["seconds"] = time.perf_counter() - t0
+        return record
 
     curve: list[dict[str, Any]] = []
     member_records: list[dict[str, Any]] = []
@@ -436,12 +440,9 @@ def worst_case_evaluation(
         for pi, (proxy, cushion) in enumerate(cushions.items()):
             for mi, (label, name, kw) in enumerate(members):
                 bar.set(f"worst case eps {eps * 256:g}/256 {proxy} {label}")
-                rec = {"eps": eps, "proxy": proxy, "attack": label, "n_run": 0, "n_broken": 0, "n_new": 0}
-                t0 = time.perf_counter()
-                run_member(name, kw, cushion, eps, worst, cfg.seed + 7919 * ei + 104729 * pi + 31 * mi, 1,
-                           cfg.restarts, record=rec)
-                rec["seconds"] = time.perf_counter() - t0
-                member_records.append(rec)
+                member_records.append(run_member(name, kw, cushion, eps, worst,
+                                                 cfg.seed + 7919 * ei + 104729 * pi + 31 * mi, 1, cfg.restarts,
+                                                 proxy=proxy, label=label))
             by_proxy[proxy] = 1.0 - float(worst.flags["deployed"].float().mean())
         whitebox = worst.copy()
         n_bb = None
@@ -495,12 +496,9 @@ def worst_case_evaluation(
         strong_records: list[dict[str, Any]] = []
         for pi, (proxy, cushion) in enumerate(cushions.items()):
             for mi, (label, name, kw) in enumerate(members):
-                rec = {"eps": float(eps_c), "proxy": proxy, "attack": label, "n_run": 0, "n_broken": 0, "n_new": 0}
-                t1 = time.perf_counter()
-                run_member(name, kw, cushion, float(eps_c), strong, cfg.seed + 999 + 1000 * pi + mi, 2, restarts2,
-                           subset=subset, record=rec)
-                rec["seconds"] = time.perf_counter() - t1
-                strong_records.append(rec)
+                strong_records.append(run_member(name, kw, cushion, float(eps_c), strong,
+                                                 cfg.seed + 999 + 1000 * pi + mi, 2, restarts2, subset=subset,
+                                                 proxy=proxy, label=label))
         base_ra = 1.0 - float(base_worst.flags["deployed"][subset].float().mean())
         strong_ra = 1.0 - float(strong.flags["deployed"][subset].float().mean())
         change = base_ra - strong_ra
