@@ -337,17 +337,8 @@ def adapt_site(
     val_loader: Any,
     save_path: str | os.PathLike,
     report_path: str | os.PathLike | None = None,
-    adversary: Any = None,
-    epochs: int = 24,
-    epoch_length: int | None = 12,
-    lr: float = 5e-4,
-    eps: float = 16 / 256,
-    site_fraction: float = 0.9,
-    tnr: float | None = None,
-    seed: int = 0,
     min_images: int = 20,
-    batch_size: int = 32,
-    **training: Any,
+    **adaptation: Any,
 ) -> dict[str, Any]:
     """Site adaptation (``adapt.json``): fine-tune the Shield adversarially on a few hundred *clean, unlabelled*
     local images mixed with its training images (:func:`monai_aegis.engines.adapt_shield_to_site`), recalibrate on
@@ -366,12 +357,12 @@ def adapt_site(
         train_loader, val_loader: the bundle's training images (with labels) and clean validation images.
         save_path: where the adapted wrapper is written (atomically); keep the original beside it.
         report_path: JSON report (``None``: not written).
-        adversary: the training attacker (the bundle's ``ShieldAdversary`` settings); default PGD + WB, 10 steps.
-        epochs, epoch_length, lr, eps, site_fraction, tnr, seed, batch_size: see
-            :func:`~monai_aegis.engines.adapt_shield_to_site`.
         min_images: fewer local images are refused (below :data:`SITE_MIN_IMAGES` a warning).
-        training: the original training's ``augment``, ``outliers``, ``outlier_fraction``, ``threshold_tnr`` (the
-            bundle passes its own), so the fine-tuning keeps what the Shield learned from them.
+        adaptation: the fine-tuning settings of :func:`~monai_aegis.engines.adapt_shield_to_site`, whose defaults
+            apply to those not given (``adversary``, ``epochs``, ``epoch_length``, ``lr``, ``eps``, ``site_fraction``,
+            ``tnr``, ``seed``, ``batch_size``), and the original training's ``augment``, ``outliers``,
+            ``outlier_fraction``, ``threshold_tnr`` (the bundle passes its own), so the fine-tuning keeps what the
+            Shield learned from them.
 
     Returns:
         the report of :func:`~monai_aegis.engines.adapt_shield_to_site` plus ``saved``.
@@ -383,9 +374,7 @@ def adapt_site(
         raise ValueError("site adaptation needs a trained, calibrated Aegis checkpoint (run train.json first).")
     x_site = stack_images(site_loader, name="the local images")
     _check_site_images(int(x_site.shape[0]), min_images, "site adaptation", "a reliable picture of the local pipeline")
-    report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, adversary=adversary, epochs=epochs,
-                                  epoch_length=epoch_length, lr=lr, eps=eps, site_fraction=site_fraction, tnr=tnr,
-                                  seed=seed, batch_size=batch_size, **training)
+    report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, **adaptation)
     Path(save_path).parent.mkdir(parents=True, exist_ok=True)
     wrapper.save(save_path)
     report["saved"] = str(save_path)

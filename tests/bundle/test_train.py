@@ -209,6 +209,21 @@ def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tm
 
 
 @pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
+def test_adapt_overlay_hoists_the_engines_defaults(bundle):
+    """The overlay's tunables are JSON literals (hoisted to the top); they must equal the engine's defaults, which
+    ``adapt_site`` and ``scripts/site_adaptation.py`` take from the engine itself."""
+    import inspect
+
+    from monai_aegis.engines import adapt_shield_to_site
+
+    defaults = {k: p.default for k, p in inspect.signature(adapt_shield_to_site).parameters.items()}
+    cfg = read_json(BUNDLES / bundle / "adapt.json")
+    for key in ("epochs", "epoch_length", "lr"):
+        assert cfg[f"site_{key}"] == defaults[key], key
+    assert cfg["site_fraction"] == defaults["site_fraction"]
+
+
+@pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])
 def test_metadata_has_required_keys(bundle):
     meta = read_json(BUNDLES / bundle / "metadata.json")
     missing = [k for k in REQUIRED_META if k not in meta]

@@ -57,3 +57,23 @@ def test_three_deployments_on_the_same_images(tmp_path):
     for name, rec in quick["deployments"].items():
         assert set(rec) == {"thresholds", "clean"}
         assert rec["clean"]["eval"] == res["deployments"][name]["clean"]["eval"] or name == "adapted"
+    # the halves swapped (cross-fitting) with the same-pipeline control, two deployments only
+    swap = load_script("site_adaptation").main([
+        "--run", str(run), "--root", str(data), "--out", str(tmp_path / "swap.json"), "--epochs", "1",
+        "--epoch-length", "1", "--max-images", "0", "--site-half", "1", "--control",
+        "--deployments", "shipped,adapted", "--network", '{"width": 8, "convs_per_block": 1}'])
+    assert set(swap["deployments"]) == {"shipped", "adapted"} and "recalibration" not in swap
+    assert swap["adaptation_images"] == "train (control)"
+    assert (swap["n"]["site"], swap["n"]["eval"]) == (res["n"]["eval"], res["n"]["site"])
+    assert swap["deployments"]["shipped"]["clean"]["eval"] == res["deployments"]["shipped"]["clean"]["site"]
+    assert swap["adaptation"]["n_site"] == swap["n"]["site"]
+    assert (run / "models" / "aegis_site_adapted_half1_control.pt").is_file()
+
+
+@pytest.mark.parametrize("bad", [["--max-images", "-1"], ["--deployments", "shipped,tuned"], ["--site-half", "2"]])
+def test_bad_options_are_refused(tmp_path, capsys, bad):
+    with pytest.raises(SystemExit):
+        load_script("site_adaptation").main(["--run", str(tmp_path), "--root", str(tmp_path), "--out",
+                                             str(tmp_path / "x.json"), *bad])
+    assert bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
