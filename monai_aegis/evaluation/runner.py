@@ -171,8 +171,14 @@ def run_evaluation(
     if substitute is not None:
         substitute = substitute.to(device).eval()
     layers = tuple(cfg.layers) if cfg.layers else tuple(wrapper.layer_names)
-    if not layers:
-        raise ValueError("no hooked layers: give config.layers or a wrapper with layer_names.")
+    readers = [what for what, reads in (
+        ("the baseline detectors", any(d in BASELINE_DETECTORS for d in detectors)),
+        ("the stress test", cfg.stress_samples > 0),
+        ("the feature-space attacks Fea / HFC", any(_key(_spec(a)[1]) in ("fea", "hfc") for a in attacks)),
+    ) if reads]
+    if not layers and readers:  # e.g. a classifier alone (no Shield) judged by the worst case needs none
+        raise ValueError(f"no hooked layers for {', '.join(readers)}: give config.layers or a wrapper with "
+                         "layer_names.")
 
     # guides of the feature-space attack: one correctly classified training image per class
     with torch.no_grad():

@@ -12,6 +12,7 @@ models with data-dependent control flow (several MONAI networks) work too.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -286,13 +287,16 @@ def hooked_batches(
 
     The modules' train/eval modes are left as they are (callers that need eval mode set it). ``amp`` runs
     ``model`` alone in reduced precision (:func:`~monai_aegis.utils.resolve_amp`); logits and features are float32.
+    An empty ``layer_names`` (a classifier judged without Shield or baselines) yields the logits with no features.
     """
-    with FeatureHooks(model, layer_names) as hooks:
+    hooked = isinstance(layer_names, str) or len(layer_names) > 0
+    with FeatureHooks(model, layer_names) if hooked else contextlib.nullcontext() as hooks:
         for xb in x.split(int(batch_size)):
-            hooks.clear()
+            if hooks is not None:
+                hooks.clear()
             xb = xb if device is None else xb.to(device)
             logits = run_in_precision(model, preprocess(xb) if preprocess is not None else xb, amp)
-            yield logits, hooks.collect()
+            yield logits, hooks.collect() if hooks is not None else OrderedDict()
 
 
 def pool_features(features: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:

@@ -173,6 +173,28 @@ def test_wrapper_without_cushion_and_bad_inputs(tiny_classifier, tiny_wrapper, s
         run_evaluation(bare, sample32["train"], splits, ablation_split="nope", attacks=["FGSM"])
 
 
+def test_a_classifier_alone_is_judged_by_the_worst_case(tiny_classifier, sample32):
+    """No Shield, no Cushion, no hooked layers (an adversarially trained classifier as a baseline): the worst case
+    needs no layers and attacks the bare classifier; what does read layers says so."""
+    bare = AegisWrapper(tiny_classifier)
+    splits = {"test": _splits(sample32)["test"]}
+    only_wc = {**TINY, "attacks": [], "detectors": ["shield"], "layer_ablation_attacks": [], "cushion_ablation": [],
+               "sanity_eps": [], "stress_samples": 0, "figures": False,
+               "worst_case": {"eps": [8 / 256], "steps": 3, "pgd_steps": 2, "convergence_samples": 0,
+                              "blackbox_eps": [], "blackbox_queries": 5}, "max_eval": 8}
+    res = run_evaluation(bare, sample32["train"], splits, sample32["val"], **only_wc)
+    wc = res["worst_case"]["splits"]["test"]
+    assert res["system"]["layer_names"] == [] and any("no Shield" in n for n in res["notes"])
+    assert {m["attack"] for m in wc["members"]} <= {"APGD-CE", "APGD-CW"}
+    row = wc["curve"][0]
+    # the system is the classifier: its worst case is the undefended one, below its clean accuracy
+    assert row["robust_accuracy"] == pytest.approx(row["undefended_robust_accuracy"], abs=0.13)
+    assert row["robust_accuracy"] <= wc["clean"]["accuracy"]
+    with pytest.raises(ValueError, match="no hooked layers for the baseline detectors, the stress test"):
+        run_evaluation(bare, sample32["train"], splits, sample32["val"],
+                       **{**only_wc, "detectors": ["maha"], "stress_samples": 2})
+
+
 def test_sanity_sweep_takes_more_steps_not_bigger_ones_above_the_budget(tiny_wrapper, sample32, monkeypatch):
     """Above the main eps the sweep scales the step count (capped by sanity_max_steps), keeping the step size."""
     built = []

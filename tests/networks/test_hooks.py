@@ -137,3 +137,5 @@ def test_hooked_batches_is_the_batched_hooked_forward():
     assert torch.allclose(torch.cat([b[1]["act2"] for b in batches]), ref["act2"], atol=1e-6)
     assert list(batches[0][1]) == ["conv1", "act2"]
     assert not any(m._forward_hooks for m in net.modules())  # hooks removed afterwards
+    plain = list(hooked_batches(net, x, [], pre, batch_size=4))  # no layers: the logits alone
+    assert all(f == {} for _, f in plain) and torch.equal(torch.cat([b[0] for b in plain]), logits)
