@@ -3,7 +3,7 @@
 # you may not use this file except in compliance with the License.
 # You may obtain a copy of the License at
 #     http://www.apache.org/licenses/LICENSE-2.0
-"""Command line: ``python -m monai_aegis <command> ...`` (``demo``, ``evaluate``, ``screen``)."""
+"""Command line: ``python -m monai_aegis <command> ...`` (``demo``, ``evaluate``, ``screen``, ``compare``)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: command name -> module under ``monai_aegis.cli``
-COMMANDS: dict[str, str] = {"demo": "demo", "evaluate": "evaluate", "screen": "screen"}
+COMMANDS: dict[str, str] = {"demo": "demo", "evaluate": "evaluate", "screen": "screen", "compare": "compare"}
 
 
 def build_parser() -> argparse.ArgumentParser:

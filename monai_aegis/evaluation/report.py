@@ -23,7 +23,7 @@ from ..utils.io import atomic_write
 from .schema import validate_results
 from .worst_case import curve_summary
 
-__all__ = ["check_line", "render_report", "worst_case_lines", "write_outputs"]
+__all__ = ["check_line", "render_report", "worst_case_comparison_lines", "worst_case_lines", "write_outputs"]
 
 _DET_NAMES = {"shield": "Shield", "kd": "KD", "lid": "LID", "maha": "MAHA", "dnn": "DNN", "classifier": "none"}
 
@@ -145,6 +145,58 @@ def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None) -
             out.append(f"- {note}")
         out.append(f"- Time: {_f(rec['seconds'], 0)} s.")
         out.append("")
+    return out
+
+
+def worst_case_comparison_lines(runs: Mapping[str, Mapping[str, Any]], undefended: Sequence[str] = ()) -> list[str]:
+    """Defences side by side: per split, one row per run (robust accuracy at every eps of the worst case, clean
+    accuracy and acceptance, checks passed), from the ``worst_case`` records of several evaluations.
+
+    Args:
+        runs: ``{label: results}``, each the ``results.json`` of an evaluation with a worst case (or its
+            ``worst_case`` record alone), in the order of the rows.
+        undefended: labels of runs whose bare classifier (no Cushion, no Shield) gets a row of its own, from the
+            undefended curve of that run (runs on the same classifier share it: name one).
+
+    Raises:
+        ValueError: a run without worst case, an unknown label in ``undefended``, or runs that evaluated different
+            images of a split (the comparison would not be side by side).
+    """
+    records, subset_seeds = {}, {}
+    for label, res in runs.items():
+        wc = res.get("worst_case", res)
+        if not isinstance(wc, Mapping) or "splits" not in wc:
+            raise ValueError(f"run {label!r} has no worst-case record (evaluate with --worst-case).")
+        records[label] = wc
+        subset_seeds[label] = {k: v.get("subset_seed") for k, v in res.get("data", {}).get("splits", {}).items()}
+    unknown = [u for u in undefended if u not in records]
+    if unknown:
+        raise ValueError(f"undefended names unknown runs {unknown}; the runs are {list(records)}.")
+    out: list[str] = []
+    for split in _ordered(s for wc in records.values() for s in wc["splits"]):
+        have = {label: wc["splits"][split] for label, wc in records.items() if split in wc["splits"]}
+        images = {label: (rec["n"], tuple(rec["class_counts"])) for label, rec in have.items()}
+        seeds = {label: subset_seeds[label].get(split) for label in have}  # None: not recorded (older results)
+        if len(set(images.values())) > 1 or len({v for v in seeds.values() if v is not None}) > 1:
+            raise ValueError(f"split {split!r}: the runs evaluated different image sets (images, class counts: "
+                             f"{images}; subset seeds {seeds}).")
+        eps_list = _ordered(r["eps"] for rec in have.values() for r in rec["curve"])
+        header = ["defence", "clean acc. %", "accepted %"] + [_eps(e) for e in eps_list] + ["checks passed"]
+        rows = []
+        for label, rec in have.items():
+            cell = {r["eps"]: r["robust_accuracy"] for r in rec["curve"]}
+            checks = [c for c in rec["checks"] if c.get("passed") is not None]
+            rows.append([label, _pct(rec["clean"]["accuracy"]), _pct(rec["clean"]["accepted"])]
+                        + [_pct(cell.get(e)) for e in eps_list]
+                        + [f"{sum(bool(c['passed']) for c in checks)} / {len(checks)}"])
+            if label in undefended and rec.get("undefended"):
+                ref = {r["eps"]: r["robust_accuracy"] for r in rec["undefended"]}
+                acc = rec["undefended"][0].get("accuracy")
+                rows.append([f"{label}: classifier alone", _pct(acc), "–"] + [_pct(ref.get(e)) for e in eps_list]
+                            + ["–"])
+        n, counts = next(iter(images.values()))
+        out += [f"**Split `{split}`** ({n} images, per class {list(counts)}; robust accuracy % = rejected or still "
+                "correct under the per-image worst case)", "", _table(header, rows), ""]
     return out
 
 
