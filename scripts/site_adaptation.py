@@ -17,8 +17,9 @@ Each gets clean accuracy / acceptance per split (in-sample where a deployment wa
 SR@5 / SR@10, at thresholds that reject 5 / 10 % of the *site* half's clean images (the same clean rejection in the
 site's domain for all three). ``--site-half 1`` swaps the halves, so two runs measure every test image out of
 sample (cross-fitting); ``--control`` adapts on as many training images instead of the site half (the same
-fine-tuning at the final budget, without a second pipeline's images). The run must be a default ``aegis_cxr`` run (64 px, PGD + WB training attackers with
-10 steps, the default outliers), trained with ``--holdout_fraction 0.2``::
+fine-tuning at the final budget, without a second pipeline's images); ``--benign-shift`` adds
+:class:`~monai_aegis.transforms.RandBenignShift` to the fine-tuning. The run must be a default ``aegis_cxr`` run
+(64 px, PGD + WB training attackers with 10 steps, the default outliers), trained with ``--holdout_fraction 0.2``::
 
     python -m monai.bundle run --config_file bundles/aegis_cxr/train.json --bundle_root runs/full_holdout \\
         --dataset_dir ../shared/data/chest_xray --holdout_fraction 0.2
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     from monai_aegis.evaluation import worst_case_evaluation
     from monai_aegis.evaluation.datasets import load_evaluation_splits
     from monai_aegis.networks.nets import small_vgg
-    from monai_aegis.transforms import RandOutlier
+    from monai_aegis.transforms import RandBenignShift, RandOutlier
 
     defaults = {k: v.default for k, v in inspect.signature(adapt_shield_to_site).parameters.items()}
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,10 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--control", action="store_true",
                     help="adapt on as many *training* images as the site half has, instead of the site half: the "
                          "same fine-tuning without a second pipeline's images (what the held final budget does alone)")
+    ap.add_argument("--benign-shift", default=None, metavar="JSON",
+                    help="adapt with RandBenignShift(**JSON) on the images (positives and the sources of negatives), "
+                         "e.g. '{}' for its defaults; default: no augmentation, as the bundle default trains")
     ap.add_argument("--deployments", default=",".join(DEPLOYMENTS),
                     help=f"comma-separated subset of {','.join(DEPLOYMENTS)}")
     ap.add_argument("--adapted-model", default=None,
-                    help="where the adapted wrapper is written (default: <run>/models/aegis_site_adapted_half[1][_control].pt)")
+                    help="where the adapted wrapper is written "
+                         "(default: <run>/models/aegis_site_adapted_half[1][_control][_shift].pt)")
     ap.add_argument("--max-images", type=int, default=64,
                     help="images per split of the reduced worst case (0: clean accuracy and acceptance only)")
     ap.add_argument("--set", default="{}", help="JSON overrides of the worst-case settings")
@@ -143,8 +148,11 @@ def main(argv: list[str] | None = None) -> dict:
             adapted, x_adapt, splits["train"], x_val,
             adversary=ShieldAdversary(adapted, ["pgd", "wb"], steps=10), epochs=args.epochs,
             epoch_length=args.epoch_length, lr=args.lr, site_fraction=args.site_fraction, seed=args.seed,
-            outliers=RandOutlier().set_random_state(args.seed + 1))  # the bundle default's out-of-distribution negatives
-        default_name = f"aegis_site_adapted_half{args.site_half or ''}{'_control' if args.control else ''}.pt"
+            outliers=RandOutlier().set_random_state(args.seed + 1),  # the bundle default's outlier negatives
+            augment=None if args.benign_shift is None else
+            RandBenignShift(**json.loads(args.benign_shift)).set_random_state(args.seed))
+        default_name = (f"aegis_site_adapted_half{args.site_half or ''}{'_control' if args.control else ''}"
+                        f"{'_shift' if args.benign_shift is not None else ''}.pt")
         adapted.save(args.adapted_model or models / default_name)
         atomic_write_json(args.out, json_safe(res))
 

@@ -60,14 +60,15 @@ def test_three_deployments_on_the_same_images(tmp_path):
     # the halves swapped (cross-fitting) with the same-pipeline control, two deployments only
     swap = load_script("site_adaptation").main([
         "--run", str(run), "--root", str(data), "--out", str(tmp_path / "swap.json"), "--epochs", "1",
-        "--epoch-length", "1", "--max-images", "0", "--site-half", "1", "--control",
+        "--epoch-length", "1", "--max-images", "0", "--site-half", "1", "--control", "--benign-shift", '{"prob": 1.0}',
         "--deployments", "shipped,adapted", "--network", '{"width": 8, "convs_per_block": 1}'])
     assert set(swap["deployments"]) == {"shipped", "adapted"} and "recalibration" not in swap
     assert swap["adaptation_images"] == "train (control)"
     assert (swap["n"]["site"], swap["n"]["eval"]) == (res["n"]["eval"], res["n"]["site"])
     assert swap["deployments"]["shipped"]["clean"]["eval"] == res["deployments"]["shipped"]["clean"]["site"]
     assert swap["adaptation"]["n_site"] == swap["n"]["site"]
-    assert (run / "models" / "aegis_site_adapted_half1_control.pt").is_file()
+    assert (run / "models" / "aegis_site_adapted_half1_control_shift.pt").is_file()
+    assert swap["settings"]["benign_shift"] == '{"prob": 1.0}'
 
 
 @pytest.mark.parametrize("bad", [["--max-images", "-1"], ["--deployments", "shipped,tuned"], ["--site-half", "2"]])
