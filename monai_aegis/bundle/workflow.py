@@ -338,6 +338,7 @@ def adapt_site(
     save_path: str | os.PathLike,
     report_path: str | os.PathLike | None = None,
     min_images: int = 20,
+    check_fraction: float = 0.2,
     **adaptation: Any,
 ) -> dict[str, Any]:
     """Site adaptation (``adapt.json``): fine-tune the Shield adversarially on a few hundred *clean, unlabelled*
@@ -358,6 +359,8 @@ def adapt_site(
         save_path: where the adapted wrapper is written (atomically); keep the original beside it.
         report_path: JSON report (``None``: not written).
         min_images: fewer local images are refused (below :data:`SITE_MIN_IMAGES` a warning).
+        check_fraction: share of the local images held back to check acceptance out of sample, in [0, 1) (``0``: all
+            of them adapt the Shield, and only the in-sample figure is reported).
         adaptation: the fine-tuning settings of :func:`~monai_aegis.engines.adapt_shield_to_site`, whose defaults
             apply to those not given (``adversary``, ``epochs``, ``epoch_length``, ``lr``, ``eps``, ``site_fraction``,
             ``tnr``, ``seed``, ``batch_size``), and the original training's ``augment``, ``outliers``,
@@ -365,16 +368,32 @@ def adapt_site(
             Shield learned from them.
 
     Returns:
-        the report of :func:`~monai_aegis.engines.adapt_shield_to_site` plus ``saved``.
+        the report of :func:`~monai_aegis.engines.adapt_shield_to_site` (with its ``check_*`` figures when images
+        were held back) plus ``check_fraction`` and ``saved``.
+
+    Raises:
+        ValueError: a wrapper without Shield or thresholds, too few local images, ``check_fraction`` outside [0, 1).
     """
     from ..engines import adapt_shield_to_site
     from ..utils import atomic_write_json, stack_images
 
     if getattr(wrapper, "shield", None) is None or wrapper.threshold.numel() == 0:
         raise ValueError("site adaptation needs a trained, calibrated Aegis checkpoint (run train.json first).")
+    if not 0.0 <= float(check_fraction) < 1.0:
+        raise ValueError(f"check_fraction must lie in [0, 1), got {check_fraction}.")
     x_site = stack_images(site_loader, name="the local images")
-    _check_site_images(int(x_site.shape[0]), min_images, "site adaptation", "a reliable picture of the local pipeline")
-    report = adapt_shield_to_site(wrapper, x_site, train_loader, val_loader, **adaptation)
+    n = int(x_site.shape[0])
+    _check_site_images(n, min_images, "site adaptation", "a reliable picture of the local pipeline")
+    n_check = round(float(check_fraction) * n)
+    if n - n_check < int(min_images):
+        raise ValueError(f"site adaptation: holding back check_fraction={check_fraction:g} of {n} local images leaves "
+                         f"{n - n_check} to adapt on; give more images or a smaller check_fraction (at least "
+                         f"{min_images} must remain).")
+    held = torch.zeros(n, dtype=torch.bool)
+    held[seeded_subset(n, n_check, seed=int(adaptation.get("seed", 0)))] = True
+    report = adapt_shield_to_site(wrapper, x_site[~held], train_loader, val_loader,
+                                  check_data=x_site[held] if held.any() else None, **adaptation)
+    report["check_fraction"] = float(check_fraction)
     Path(save_path).parent.mkdir(parents=True, exist_ok=True)
     wrapper.save(save_path)
     report["saved"] = str(save_path)
@@ -382,9 +401,11 @@ def adapt_site(
         atomic_write_json(report_path, json_safe(report))
     print(f"site adaptation on {report['n_site']} clean local images ({report['iterations']} Shield iterations, "
           f"{report['seconds']:.0f} s): accepted {report['site_accepted_before']:.3f} before, "
-          f"{report['site_accepted_after']:.3f} after (in-sample), validation {report['val_accepted']:.3f} at the "
-          f"recalibrated thresholds {[round(t, 3) for t in report['threshold_after']]}; saved to {save_path}",
-          flush=True)
+          f"{report['site_accepted_after']:.3f} after (in-sample)"
+          + (f"; {report['n_check']} held-back local images: accepted {report['check_accepted_before']:.3f} before, "
+             f"{report['check_accepted_after']:.3f} after (out of sample)" if "n_check" in report else "")
+          + f"; validation {report['val_accepted']:.3f} at the recalibrated thresholds "
+          f"{[round(t, 3) for t in report['threshold_after']]}; saved to {save_path}", flush=True)
     return report
 
 

@@ -59,6 +59,7 @@ def adapt_shield_to_site(
     outliers: Any = None,
     outlier_fraction: float = 0.25,
     threshold_tnr: float | None = None,
+    check_data: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune ``wrapper``'s Shield on local clean images mixed with its training images, then recalibrate.
 
@@ -93,7 +94,8 @@ def adapt_shield_to_site(
     Returns:
         a report: ``n_site``, ``site_predicted_classes``, ``site_repeats``, ``n_train``, ``epochs``, ``iterations``,
         ``eps``, ``tnr``, ``seconds``, ``threshold_before`` / ``threshold_after``, ``site_accepted_before`` /
-        ``site_accepted_after`` (on the adaptation images themselves: in-sample), ``val_accepted``.
+        ``site_accepted_after`` (on the adaptation images themselves: in-sample), ``val_accepted``; with
+        ``check_data`` also ``n_check``, ``check_accepted_before`` / ``check_accepted_after`` (out of sample).
 
     Raises:
         ValueError: a wrapper without Shield or thresholds, an empty image set, or a ``site_fraction`` outside (0, 1).
@@ -112,16 +114,22 @@ def adapt_shield_to_site(
     if x_site.shape[1:] != x_train.shape[1:]:
         raise ValueError(f"local images are {tuple(x_site.shape[1:])}, the training images "
                          f"{tuple(x_train.shape[1:])}: preprocess them the same way.")
+    x_check = None if check_data is None else stack_images(check_data, name="check_data")
+    if x_check is not None and x_check.shape[1:] != x_site.shape[1:]:
+        raise ValueError(f"check images are {tuple(x_check.shape[1:])}, the local images "
+                         f"{tuple(x_site.shape[1:])}: preprocess them the same way.")
     y_site = pseudo_labels(wrapper, x_site)
 
-    def accepted(thr: torch.Tensor) -> float:
+    def accepted(thr: torch.Tensor, x: torch.Tensor | None = x_site) -> float | None:
         from ..networks import per_sample_threshold
 
-        scores, pred = wrapper.shield_scores(x_site)
+        if x is None:
+            return None
+        scores, pred = wrapper.shield_scores(x)
         return float((scores >= per_sample_threshold(thr.to(scores), pred)).float().mean())
 
     before = wrapper.threshold.detach().cpu().clone()
-    site_before = accepted(before)
+    site_before, check_before = accepted(before), accepted(before, x_check)
     share = float(site_fraction) / (1.0 - float(site_fraction))
     repeats = max(1, round(share * x_train.shape[0] / x_site.shape[0]))
     x_mix = torch.cat([x_train] + [x_site] * repeats)
@@ -142,6 +150,8 @@ def adapt_shield_to_site(
     wrapper.calibrate(val_data, tnr=tnr, per_class=per_class)
     wrapper.calibration = {**wrapper.calibration, "site_adapted": True}
     after = wrapper.threshold.detach().cpu().clone()
+    check = {} if x_check is None else {"n_check": int(x_check.shape[0]), "check_accepted_before": check_before,
+                                        "check_accepted_after": accepted(after, x_check)}
     return {
         "n_site": int(x_site.shape[0]),
         "site_predicted_classes": torch.bincount(y_site, minlength=wrapper.shield.num_classes).tolist(),
@@ -157,4 +167,5 @@ def adapt_shield_to_site(
         "site_accepted_before": site_before,
         "site_accepted_after": accepted(after),
         "val_accepted": float(wrapper.calibration.get("accepted_fraction", float("nan"))),
+        **check,
     }

@@ -166,7 +166,7 @@ def test_calibrate_overlay_recalibrates_on_local_images(tiny_cxr_bundle, tmp_pat
                      bundle_root=str(tiny_cxr_bundle), **TINY)
 
 
-def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tmp_path):
+def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tmp_path, monkeypatch):
     """Site adaptation: the Shield is fine-tuned on the local images (the shipped checkpoint is kept), recalibrated on
     the original validation images, and a report names what it did."""
     import numpy as np
@@ -186,8 +186,11 @@ def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tm
     run_workflow(files, None, bundle_root=str(tiny_cxr_bundle), calibration_dir=str(site), site_epochs=2,
                  site_epoch_length=2, **TINY)
     report = read_json(tiny_cxr_bundle / "eval" / "site_adaptation.json")
-    assert report["n_site"] == 30 and report["iterations"] == 4 and report["epochs"] == 2
-    assert sum(report["site_predicted_classes"]) == 30 and report["eps"] == pytest.approx(16 / 256)
+    # a fifth of the local images is held back to check acceptance out of sample
+    assert report["n_site"] == 24 and report["n_check"] == 6 and report["check_fraction"] == 0.2
+    assert report["iterations"] == 4 and report["epochs"] == 2
+    assert sum(report["site_predicted_classes"]) == 24 and report["eps"] == pytest.approx(16 / 256)
+    assert 0.0 <= report["check_accepted_before"] <= 1.0 and 0.0 <= report["check_accepted_after"] <= 1.0
     assert (tiny_cxr_bundle / "models" / "aegis.pt").read_bytes() == before  # the shipped model is kept
     net = small_vgg(1, 2, width=8, convs_per_block=1)
     shipped = load_aegis(net, tiny_cxr_bundle / "models" / "aegis.pt")
@@ -205,6 +208,23 @@ def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tm
     x = torch.rand(5, 1, 64, 64)
     with pytest.raises(ValueError, match="site adaptation got 5 clean images; give at least 20"):
         adapt_site(shipped, x, (x, torch.zeros(5, dtype=torch.long)), x, tmp_path / "never.pt")
+    x = torch.rand(24, 1, 64, 64)
+    with pytest.raises(ValueError, match="leaves 19 to adapt on"):
+        adapt_site(shipped, x, (x, torch.zeros(24, dtype=torch.long)), x, tmp_path / "never.pt")
+    with pytest.raises(ValueError, match="check_fraction must lie in"):
+        adapt_site(shipped, x, (x, torch.zeros(24, dtype=torch.long)), x, tmp_path / "never.pt", check_fraction=1)
+    # the held-back images are never adapted on: a seeded split of the local images into two disjoint parts
+    import monai_aegis.engines as engines
+
+    seen = {}
+    monkeypatch.setattr(engines, "adapt_shield_to_site",
+                        lambda w, site, train, val, check_data=None, **kw: seen.update(site=site, check=check_data)
+                        or {"n_site": len(site), "iterations": 0, "seconds": 0.0, "site_accepted_before": 1.0,
+                            "site_accepted_after": 1.0, "val_accepted": 0.9, "threshold_after": [0.0, 0.0]})
+    x = torch.arange(40.0).view(40, 1, 1, 1).expand(40, 1, 64, 64)
+    adapt_site(shipped, x, (x, torch.zeros(40, dtype=torch.long)), x, tmp_path / "split.pt", seed=3)
+    ids_site, ids_check = (set(t[:, 0, 0, 0].long().tolist()) for t in (seen["site"], seen["check"]))
+    assert len(ids_check) == 8 and len(ids_site) == 32 and ids_site | ids_check == set(range(40))
     assert not (tmp_path / "never.pt").exists()
 
 
@@ -221,6 +241,9 @@ def test_adapt_overlay_hoists_the_engines_defaults(bundle):
     for key in ("epochs", "epoch_length", "lr"):
         assert cfg[f"site_{key}"] == defaults[key], key
     assert cfg["site_fraction"] == defaults["site_fraction"]
+    from monai_aegis.bundle import adapt_site
+
+    assert cfg["site_check_fraction"] == inspect.signature(adapt_site).parameters["check_fraction"].default
 
 
 @pytest.mark.parametrize("bundle", ["aegis_cxr", "aegis_fundus"])

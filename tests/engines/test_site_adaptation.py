@@ -41,10 +41,14 @@ def test_adaptation_lets_another_pipelines_clean_images_pass(trained_aegis, samp
 
     report = adapt_shield_to_site(wrapper, site_adapt, sample_arrays["train"], sample_arrays["val"][0],
                                   adversary=ShieldAdversary(wrapper, "pgd", steps=5), epochs=4, epoch_length=6,
-                                  site_fraction=0.5)
+                                  site_fraction=0.5, check_data=site_eval)
     after = _accepted(wrapper, site_eval)
     # images it never saw, at thresholds set on the original validation images (measured: 0.69 -> 0.88 of 32)
     assert after >= before + 0.1, (before, after)
+    # the held-back images are the report's out-of-sample figure, before and after, as the deployed rule sees them
+    assert report["n_check"] == 32
+    assert report["check_accepted_before"] == pytest.approx(before)
+    assert report["check_accepted_after"] == pytest.approx(after)
     assert report["site_accepted_after"] > report["site_accepted_before"]
     assert report["n_site"] == 32 and report["iterations"] == 24 and report["eps"] == pytest.approx(16 / 256)
     assert report["site_predicted_classes"] == torch.bincount(pseudo_labels(trained_aegis, site_adapt), minlength=2).tolist()
@@ -100,3 +104,5 @@ def test_errors_name_the_problem(trained_aegis, trained_classifier, sample_array
         adapt_shield_to_site(_wrapper(trained_classifier), x[:8], (x, y), xv)
     with pytest.raises(ValueError, match="preprocess them the same way"):
         adapt_shield_to_site(copy.deepcopy(trained_aegis), x[:8, :, :16, :16], (x, y), xv)
+    with pytest.raises(ValueError, match="check images are"):
+        adapt_shield_to_site(copy.deepcopy(trained_aegis), x[:8], (x, y), xv, check_data=x[:4, :, :16, :16])
