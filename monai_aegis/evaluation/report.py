@@ -150,7 +150,8 @@ def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None) -
 
 def worst_case_comparison_lines(runs: Mapping[str, Mapping[str, Any]], undefended: Sequence[str] = ()) -> list[str]:
     """Defences side by side: per split, one row per run (robust accuracy at every eps of the worst case, clean
-    accuracy and acceptance, checks passed), from the ``worst_case`` records of several evaluations.
+    accuracy and acceptance, checks passed), from the ``worst_case`` records of several evaluations. A system that
+    rejects nothing (no thresholds, e.g. an adversarially trained classifier alone) shows "–" for acceptance.
 
     Args:
         runs: ``{label: results}``, each the ``results.json`` of an evaluation with a worst case (or its
@@ -162,12 +163,14 @@ def worst_case_comparison_lines(runs: Mapping[str, Mapping[str, Any]], undefende
         ValueError: a run without worst case, an unknown label in ``undefended``, or runs that evaluated different
             images of a split (the comparison would not be side by side).
     """
-    records, subset_seeds = {}, {}
+    records, subset_seeds, rejects = {}, {}, {}
     for label, res in runs.items():
         wc = res.get("worst_case", res)
         if not isinstance(wc, Mapping) or "splits" not in wc:
             raise ValueError(f"run {label!r} has no worst-case record (evaluate with --worst-case).")
         records[label] = wc
+        # a system without thresholds (a classifier alone) rejects nothing: its acceptance is no figure of merit
+        rejects[label] = res.get("system", {}).get("threshold") != []
         subset_seeds[label] = {k: v.get("subset_seed") for k, v in res.get("data", {}).get("splits", {}).items()}
     unknown = [u for u in undefended if u not in records]
     if unknown:
@@ -186,7 +189,8 @@ def worst_case_comparison_lines(runs: Mapping[str, Mapping[str, Any]], undefende
         for label, rec in have.items():
             cell = {r["eps"]: r["robust_accuracy"] for r in rec["curve"]}
             checks = [c for c in rec["checks"] if c.get("passed") is not None]
-            rows.append([label, _pct(rec["clean"]["accuracy"]), _pct(rec["clean"]["accepted"])]
+            accepted = _pct(rec["clean"]["accepted"]) if rejects[label] else "–"
+            rows.append([label, _pct(rec["clean"]["accuracy"]), accepted]
                         + [_pct(cell.get(e)) for e in eps_list]
                         + [f"{sum(bool(c['passed']) for c in checks)} / {len(checks)}"])
             if label in undefended and rec.get("undefended"):

@@ -55,6 +55,17 @@ def test_rows_are_the_records_curves(headline, tmp_path, capsys):
     assert "| A |" in capsys.readouterr().out
 
 
+def test_a_system_that_rejects_nothing_has_no_acceptance(headline, tmp_path, capsys):
+    bare = copy.deepcopy(headline)  # e.g. an adversarially trained classifier alone: no Shield, no thresholds
+    bare["system"].update(threshold=[], layer_names=[], cushion="none")
+    _write(tmp_path / "bare" / "results.json", bare)
+    assert main(["compare", "--run", f"Shield={HEADLINE.parent}", "--run", f"bare={tmp_path / 'bare'}"]) == 0
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ")[1:] for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("| Shield |") or ln.startswith("| bare |")}
+    assert rows["bare"][1] == "–" and rows["Shield"][1] != "–"
+    assert rows["bare"][2:] == rows["Shield"][2:]  # the curve itself is reported as it is
+
+
 def test_different_images_and_bad_input_are_refused(headline, tmp_path, capsys):
     fewer = copy.deepcopy(headline)
     fewer["worst_case"]["splits"]["test"]["n"] = 32
