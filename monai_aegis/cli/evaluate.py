@@ -16,6 +16,12 @@ With ``--worst-case`` it runs the worst-case adaptive evaluation (the robustness
 
     python -m monai_aegis evaluate --worst-case --wrapper bundles/aegis_cxr/models/aegis.pt --arch small_vgg \\
         --data sample --max-eval 64 --output runs/worst_case --set worst_case='{"steps": 100}'
+
+A classifier alone (no Cushion, no Shield: e.g. an adversarially trained one, the robust baseline) is judged by the
+same worst case with ``--classifier-weights`` instead of ``--wrapper``::
+
+    python -m monai_aegis evaluate --worst-case --classifier-weights runs/at/models/classifier_at.pt \
+        --arch small_vgg --data sample --max-eval 64 --output runs/worst_case_at
 """
 
 from __future__ import annotations
@@ -44,7 +50,12 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="attack a saved AegisWrapper, score it and the baseline detectors, write a report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--wrapper", required=True, help="AegisWrapper checkpoint (AegisWrapper.save)")
+    judged = p.add_mutually_exclusive_group(required=True)
+    judged.add_argument("--wrapper", help="AegisWrapper checkpoint (AegisWrapper.save)")
+    judged.add_argument("--classifier-weights", metavar="PATH",
+                        help="instead of --wrapper, with --worst-case: judge a classifier alone (no Cushion, no "
+                             "Shield), e.g. the bundle's adversarially trained models/classifier_at.pt; its weights "
+                             "(state dict, safetensors or TorchScript) go into the architecture of --arch / --classifier")
     p.add_argument("--classifier", help="classifier checkpoint giving the architecture (save_classifier format)")
     p.add_argument("--arch", help="architecture instead of --classifier: small_vgg, resnet18 or package.module:callable")
     p.add_argument("--arch-kwargs", default="{}", help="JSON keyword arguments of --arch")
@@ -97,7 +108,15 @@ def run(args: argparse.Namespace) -> int:
         clf = build_classifier(args.arch, in_channels=in_channels, num_classes=2, **json.loads(args.arch_kwargs))
     else:
         raise SystemExit("evaluate: give --classifier (a classifier checkpoint) or --arch to rebuild the classifier.")
-    wrapper = AegisWrapper.load(args.wrapper, clf, map_location=device)
+    if args.classifier_weights:
+        if not args.worst_case:
+            raise SystemExit("evaluate: --classifier-weights judges a classifier alone, which has no Shield to score: "
+                             "add --worst-case (its undefended curve is the classifier's robust accuracy).")
+        from ..bundle import load_network
+
+        wrapper = AegisWrapper(load_network(clf, args.classifier_weights, map_location=device).eval())
+    else:
+        wrapper = AegisWrapper.load(args.wrapper, clf, map_location=device)
     substitute = load_classifier(args.substitute, in_channels=in_channels)[0].to(device) if args.substitute else None
 
     settings: dict[str, Any] = {}

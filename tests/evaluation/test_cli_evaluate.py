@@ -61,6 +61,38 @@ def test_evaluate_worst_case_command(tiny_wrapper, tmp_path, capsys):
     assert "worst-case robust accuracy" in printed and "eps 8/256: robust accuracy" in printed
 
 
+def test_a_classifier_alone_from_its_weights(tiny_wrapper, tmp_path, capsys):
+    """--classifier-weights: the bare classifier (no Cushion, no Shield) judged by the worst case; its weights are
+    the file's, not the architecture's initial ones."""
+    import torch
+
+    weights, out = tmp_path / "classifier_at.pt", tmp_path / "wc_bare"
+    torch.save(tiny_wrapper.classifier.state_dict(), weights)
+    settings = {"eps": [8 / 256], "steps": 2, "pgd_steps": 2, "blackbox_eps": [], "convergence_samples": 0}
+    common = ["evaluate", "--classifier-weights", str(weights), "--arch", "small_vgg", "--arch-kwargs",
+              json.dumps({"width": 8}), "--data", "sample", "--size", "32", "--max-eval", "8",
+              "--set", "progress=false", "--output", str(out)]
+    assert main([*common, "--worst-case", "--set", f"worst_case={json.dumps(settings)}"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    validate_results(res)
+    assert res["system"]["threshold"] == [] and res["system"]["cushion"] == "none"
+    rec = res["worst_case"]["splits"]["test"]
+    # the system is the classifier: its curve is the undefended one, and its clean accuracy that of the weights
+    assert rec["curve"][0]["robust_accuracy"] == pytest.approx(rec["undefended"][0]["robust_accuracy"], abs=0.13)
+    assert rec["clean"]["accuracy"] == pytest.approx(rec["undefended"][0]["accuracy"])
+    # all-zero weights predict class 0 for every image: the file's weights are the ones judged
+    torch.save({k: torch.zeros_like(v) for k, v in tiny_wrapper.classifier.state_dict().items()}, weights)
+    assert main([*common, "--worst-case", "--set", f"worst_case={json.dumps(settings)}"]) == 0
+    zero = json.loads((out / "results.json").read_text())["worst_case"]["splits"]["test"]
+    assert zero["clean"]["accuracy"] == pytest.approx(zero["class_counts"][0] / zero["n"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="add --worst-case"):  # without it there is nothing to score
+        main(common)
+    with pytest.raises(SystemExit):  # one system at a time
+        main([*common, "--worst-case", "--wrapper", str(weights)])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_evaluate_command_needs_architecture(tiny_wrapper, tmp_path):
     path = tmp_path / "aegis.pt"
     tiny_wrapper.save(path)
