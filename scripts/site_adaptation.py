@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
              "eval": (x_test[i_eval], y_test[i_eval])}
     x_val = splits["val"][0]  # the thresholds' calibration images of the shipped and adapted deployments
     x_adapt = parts["site"][0]
-    if args.control:  # as many training images, seeded: the training pipeline only
-        g = torch.Generator().manual_seed(args.seed + 2)
-        x_adapt = splits["train"][0][torch.randperm(splits["train"][1].numel(), generator=g)[:x_adapt.shape[0]]]
+    if args.control:  # as many training images, seeded: the training pipeline only (the same image set as the
+        # committed control runs, which drew them unsorted: their batch order differed, the images did not)
+        x_adapt = splits["train"][0][seeded_subset(int(splits["train"][1].numel()), x_adapt.shape[0], args.seed + 2)]
     res: dict[str, Any] = {"run": args.run, "n": {k: int(v[1].numel()) for k, v in parts.items()},
                            "settings": vars(args), "adaptation_images": "train (control)" if args.control else "site",
                            "deployments": {}}

@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     judged.add_argument("--classifier-weights", metavar="PATH",
                         help="instead of --wrapper, with --worst-case: judge a classifier alone (no Cushion, no "
                              "Shield), e.g. the bundle's adversarially trained models/classifier_at.pt; its weights "
-                             "(state dict, safetensors or TorchScript) go into the architecture of --arch / --classifier")
+                             "(state dict, safetensors or TorchScript) go into the architecture of --arch / "
+                             "--classifier")
     p.add_argument("--classifier", help="classifier checkpoint giving the architecture (save_classifier format)")
     p.add_argument("--arch", help="architecture instead of --classifier: small_vgg, resnet18 or package.module:callable")
     p.add_argument("--arch-kwargs", default="{}", help="JSON keyword arguments of --arch")
