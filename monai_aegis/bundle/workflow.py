@@ -384,11 +384,13 @@ def adapt_site(
     x_site = stack_images(site_loader, name="the local images")
     n = int(x_site.shape[0])
     _check_site_images(n, min_images, "site adaptation", "a reliable picture of the local pipeline")
-    n_check = round(float(check_fraction) * n)
+    n_check = max(1, round(float(check_fraction) * n)) if float(check_fraction) > 0 else 0
     if n - n_check < int(min_images):
         raise ValueError(f"site adaptation: holding back check_fraction={check_fraction:g} of {n} local images leaves "
                          f"{n - n_check} to adapt on; give more images or a smaller check_fraction (at least "
                          f"{min_images} must remain).")
+    if n_check:  # the warning about too few images counts those the Shield adapts on
+        _check_site_images(n - n_check, min_images, "site adaptation", "a reliable picture of the local pipeline")
     held = torch.zeros(n, dtype=torch.bool)
     held[seeded_subset(n, n_check, seed=int(adaptation.get("seed", 0)))] = True
     report = adapt_shield_to_site(wrapper, x_site[~held], train_loader, val_loader,

@@ -20,7 +20,7 @@ With ``--worst-case`` it runs the worst-case adaptive evaluation (the robustness
 A classifier alone (no Cushion, no Shield: e.g. an adversarially trained one, the robust baseline) is judged by the
 same worst case with ``--classifier-weights`` instead of ``--wrapper``::
 
-    python -m monai_aegis evaluate --worst-case --classifier-weights runs/at/models/classifier_at.pt \
+    python -m monai_aegis evaluate --worst-case --classifier-weights runs/at/models/classifier_at.pt \\
         --arch small_vgg --data sample --max-eval 64 --output runs/worst_case_at
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 __all__ = ["add_parser", "parse_settings", "run"]
@@ -113,11 +114,20 @@ def run(args: argparse.Namespace) -> int:
         if not args.worst_case:
             raise SystemExit("evaluate: --classifier-weights judges a classifier alone, which has no Shield to score: "
                              "add --worst-case (its undefended curve is the classifier's robust accuracy).")
-        from ..bundle import load_network
+        from ..bundle import is_torchscript, load_network
+        from ..networks.nets.aegis import _FORMAT as AEGIS_FORMAT
+        from ..utils import safe_torch_load
 
-        wrapper = AegisWrapper(load_network(clf, args.classifier_weights, map_location=device).eval())
+        path = args.classifier_weights
+        ckpt = (safe_torch_load(path) if str(path).endswith((".pt", ".pth")) and os.path.isfile(path)
+                and not is_torchscript(path) else None)
+        if isinstance(ckpt, dict) and ckpt.get("format") == AEGIS_FORMAT:
+            raise SystemExit(f"evaluate: '{path}' is an AegisWrapper checkpoint (classifier, Shield, thresholds): "
+                             "judge it with --wrapper; --classifier-weights takes a classifier's weights alone.")
+        wrapper = AegisWrapper(load_network(clf, path, map_location=device).eval())
     else:
         wrapper = AegisWrapper.load(args.wrapper, clf, map_location=device)
+    wrapper = wrapper.to(device)
     substitute = load_classifier(args.substitute, in_channels=in_channels)[0].to(device) if args.substitute else None
 
     settings: dict[str, Any] = {}

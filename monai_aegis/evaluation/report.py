@@ -170,7 +170,7 @@ def worst_case_comparison_lines(runs: Mapping[str, Mapping[str, Any]], undefende
             raise ValueError(f"run {label!r} has no worst-case record (evaluate with --worst-case).")
         records[label] = wc
         # a system without thresholds (a classifier alone) rejects nothing: its acceptance is no figure of merit
-        rejects[label] = res.get("system", {}).get("threshold") != []
+        rejects[label] = (res.get("system") or {}).get("threshold") != []
         subset_seeds[label] = {k: v.get("subset_seed") for k, v in res.get("data", {}).get("splits", {}).items()}
     unknown = [u for u in undefended if u not in records]
     if unknown:

@@ -225,6 +225,10 @@ def test_adapt_overlay_fine_tunes_the_shield_on_local_images(tiny_cxr_bundle, tm
     adapt_site(shipped, x, (x, torch.zeros(40, dtype=torch.long)), x, tmp_path / "split.pt", seed=3)
     ids_site, ids_check = (set(t[:, 0, 0, 0].long().tolist()) for t in (seen["site"], seen["check"]))
     assert len(ids_check) == 8 and len(ids_site) == 32 and ids_site | ids_check == set(range(40))
+    adapt_site(shipped, x, (x, torch.zeros(40, dtype=torch.long)), x, tmp_path / "split.pt", check_fraction=0.01)
+    assert len(seen["check"]) == 1 and len(seen["site"]) == 39  # a positive fraction holds back at least one image
+    adapt_site(shipped, x, (x, torch.zeros(40, dtype=torch.long)), x, tmp_path / "split.pt", check_fraction=0)
+    assert seen["check"] is None and len(seen["site"]) == 40
     assert not (tmp_path / "never.pt").exists()
 
 

@@ -80,12 +80,19 @@ def test_a_classifier_alone_from_its_weights(tiny_wrapper, tmp_path, capsys):
     # the system is the classifier: its curve is the undefended one, and its clean accuracy that of the weights
     assert rec["curve"][0]["robust_accuracy"] == pytest.approx(rec["undefended"][0]["robust_accuracy"], abs=0.13)
     assert rec["clean"]["accuracy"] == pytest.approx(rec["undefended"][0]["accuracy"])
-    # all-zero weights predict class 0 for every image: the file's weights are the ones judged
-    torch.save({k: torch.zeros_like(v) for k, v in tiny_wrapper.classifier.state_dict().items()}, weights)
-    assert main([*common, "--worst-case", "--set", f"worst_case={json.dumps(settings)}"]) == 0
-    zero = json.loads((out / "results.json").read_text())["worst_case"]["splits"]["test"]
-    assert zero["clean"]["accuracy"] == pytest.approx(zero["class_counts"][0] / zero["n"])
+    # zero weights and an output bias towards class c predict c for every image: the file's weights are judged
+    state = tiny_wrapper.classifier.state_dict()
+    head = [k for k, v in state.items() if k.endswith("bias") and v.shape == (2,)][-1]
+    for c in (0, 1):
+        torch.save({k: torch.eye(2)[c] if k == head else torch.zeros_like(v) for k, v in state.items()}, weights)
+        assert main([*common, "--worst-case", "--set", f"worst_case={json.dumps(settings)}"]) == 0
+        const = json.loads((out / "results.json").read_text())["worst_case"]["splits"]["test"]
+        assert const["clean"]["accuracy"] == pytest.approx(const["class_counts"][c] / const["n"]), c
     capsys.readouterr()
+    wrapper_file = tmp_path / "aegis.pt"
+    tiny_wrapper.save(wrapper_file)
+    with pytest.raises(SystemExit, match="is an AegisWrapper checkpoint"):  # not silently its classifier alone
+        main(["evaluate", "--classifier-weights", str(wrapper_file), *common[3:], "--worst-case"])
     with pytest.raises(SystemExit, match="add --worst-case"):  # without it there is nothing to score
         main(common)
     with pytest.raises(SystemExit):  # one system at a time
