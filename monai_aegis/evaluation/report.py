@@ -80,8 +80,9 @@ def _eps(e: float) -> str:
     return f"{e * 256:g}/256"
 
 
-def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None) -> list[str]:
-    """The report's headline section: the worst-case robustness curve of every evaluated split."""
+def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None, rejects: bool = True) -> list[str]:
+    """The report's headline section: the worst-case robustness curve of every evaluated split (``rejects``: the
+    system has reject thresholds; a classifier alone rejects nothing, and its acceptance is not reported)."""
     st = worst_case["settings"]
     out = ["## Worst-case robustness (headline)", ""]
     out.append(
@@ -106,9 +107,10 @@ def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None) -
     for split, rec in worst_case["splits"].items():
         clean = rec["clean"]
         acc_at = ", ".join(f"{_pct(v)} % at {q} % rejection" for q, v in clean["accepted_at"].items() if q != "deployed")
+        accepted = (f"clean images accepted {_pct(clean['accepted'])} % at the deployed threshold"
+                    f"{'; ' + acc_at if acc_at else ''}" if rejects else "no Shield: nothing is rejected")
         out.append(f"**Split `{split}`** ({rec['n']} images, per class {rec['class_counts']}): clean accuracy "
-                   f"{_pct(clean['accuracy'])} %, clean images accepted {_pct(clean['accepted'])} % at the deployed "
-                   f"threshold{'; ' + acc_at if acc_at else ''}."
+                   f"{_pct(clean['accuracy'])} %, {accepted}."
                    + (" The defence is random (EOT used)." if rec["random_defence"] else ""))
         out.append("")
         sr_keys = _ordered(q for r in rec["curve"] for q in r["sr"])
@@ -230,7 +232,8 @@ def render_report(results: Mapping[str, Any]) -> str:
 
     # ---------------------------------------------------------------- worst case (the headline)
     if results.get("worst_case"):
-        out += worst_case_lines(results["worst_case"], results.get("figures", {}).get("worst_case")) + [""]
+        out += worst_case_lines(results["worst_case"], results.get("figures", {}).get("worst_case"),
+                                rejects=sysinfo.get("threshold") != []) + [""]
 
     if results["attacks"]:
         out += ["**Protocol of the per-attack tables.** Every attack is crafted once per split and setting, targeted to "

@@ -76,6 +76,8 @@ def test_a_classifier_alone_from_its_weights(tiny_wrapper, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     validate_results(res)
     assert res["system"]["threshold"] == [] and res["system"]["cushion"] == "none"
+    report = (out / "report.md").read_text()
+    assert "no Shield: nothing is rejected" in report and "clean images accepted" not in report
     rec = res["worst_case"]["splits"]["test"]
     # the system is the classifier: its curve is the undefended one, and its clean accuracy that of the weights
     assert rec["curve"][0]["robust_accuracy"] == pytest.approx(rec["undefended"][0]["robust_accuracy"], abs=0.13)
