@@ -382,19 +382,19 @@ def adapt_site(
     if not 0.0 <= float(check_fraction) < 1.0:
         raise ValueError(f"check_fraction must lie in [0, 1), got {check_fraction}.")
     x_site = stack_images(site_loader, name="the local images")
-    n = int(x_site.shape[0])
-    _check_site_images(n, min_images, "site adaptation", "a reliable picture of the local pipeline")
+    n, why = int(x_site.shape[0]), "a reliable picture of the local pipeline"
+    if n < int(min_images):
+        _check_site_images(n, min_images, "site adaptation", why)  # refuses, naming the number given
     n_check = max(1, round(float(check_fraction) * n)) if float(check_fraction) > 0 else 0
     if n - n_check < int(min_images):
         raise ValueError(f"site adaptation: holding back check_fraction={check_fraction:g} of {n} local images leaves "
                          f"{n - n_check} to adapt on; give more images or a smaller check_fraction (at least "
                          f"{min_images} must remain).")
-    if n_check:  # the warning about too few images counts those the Shield adapts on
-        _check_site_images(n - n_check, min_images, "site adaptation", "a reliable picture of the local pipeline")
+    _check_site_images(n - n_check, min_images, "site adaptation", why)  # warns when few are left to adapt on
     held = torch.zeros(n, dtype=torch.bool)
     held[seeded_subset(n, n_check, seed=int(adaptation.get("seed", 0)))] = True
     report = adapt_shield_to_site(wrapper, x_site[~held], train_loader, val_loader,
-                                  check_data=x_site[held] if held.any() else None, **adaptation)
+                                  check_data=x_site[held] if n_check else None, **adaptation)
     report["check_fraction"] = float(check_fraction)
     Path(save_path).parent.mkdir(parents=True, exist_ok=True)
     wrapper.save(save_path)

@@ -80,6 +80,12 @@ def _eps(e: float) -> str:
     return f"{e * 256:g}/256"
 
 
+def _rejects(results: Mapping[str, Any]) -> bool:
+    """Whether the evaluated system has reject thresholds (a classifier alone has none: it rejects nothing, and its
+    acceptance is no figure of merit). Records without system information are taken to have them."""
+    return (results.get("system") or {}).get("threshold") != []
+
+
 def worst_case_lines(worst_case: Mapping[str, Any], figure: str | None = None, rejects: bool = True) -> list[str]:
     """The report's headline section: the worst-case robustness curve of every evaluated split (``rejects``: the
     system has reject thresholds; a classifier alone rejects nothing, and its acceptance is not reported)."""
@@ -171,8 +177,7 @@ def worst_case_comparison_lines(runs: Mapping[str, Mapping[str, Any]], undefende
         if not isinstance(wc, Mapping) or "splits" not in wc:
             raise ValueError(f"run {label!r} has no worst-case record (evaluate with --worst-case).")
         records[label] = wc
-        # a system without thresholds (a classifier alone) rejects nothing: its acceptance is no figure of merit
-        rejects[label] = (res.get("system") or {}).get("threshold") != []
+        rejects[label] = _rejects(res)
         subset_seeds[label] = {k: v.get("subset_seed") for k, v in res.get("data", {}).get("splits", {}).items()}
     unknown = [u for u in undefended if u not in records]
     if unknown:
@@ -233,7 +238,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     # ---------------------------------------------------------------- worst case (the headline)
     if results.get("worst_case"):
         out += worst_case_lines(results["worst_case"], results.get("figures", {}).get("worst_case"),
-                                rejects=sysinfo.get("threshold") != []) + [""]
+                                rejects=_rejects(results)) + [""]
 
     if results["attacks"]:
         out += ["**Protocol of the per-attack tables.** Every attack is crafted once per split and setting, targeted to "
